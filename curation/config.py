@@ -1,0 +1,207 @@
+"""One configuration mechanism for every job and training stage.
+
+A configuration is a tree of dataclasses with typed fields and defaults (the embedded default).
+A YAML file and then ``key=value`` overrides from the command line are applied on top::
+
+    cfg = load(BuildPretrainConfig, ["--config", "configs/pretrain.yaml", "clip.threshold=0.25"])
+
+Values are parsed as YAML scalars and checked against the field's type; an unknown key or a value
+of the wrong type is a ``ConfigError`` that names the valid keys. Lists accept ``a,b,c`` or
+``[a, b]``. This module depends on nothing else in the project, so training uses it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used; the message says what would work."""
+
+
+def load(cls: type, argv: Sequence[str] = (), defaults: Any = None) -> Any:
+    """Build `cls` from its defaults (or `defaults`), then `--config FILE`s, then `key=value`s."""
+    files, overrides = split_argv(argv)
+    cfg = defaults if defaults is not None else cls()
+    for path in files:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        cfg = merge(cfg, data, origin=str(path))
+    for key, raw in overrides:
+        cfg = set_key(cfg, key, yaml.safe_load(raw) if raw != "" else "", raw=raw)
+    return cfg
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    files, overrides = [], []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("--config", "-c"):
+            if not args:
+                raise ConfigError(f"{arg} needs a file path")
+            files.append(args.pop(0))
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+        elif "=" in arg and not arg.startswith("-"):
+            key, value = arg.split("=", 1)
+            overrides.append((key.strip(), value))
+        else:
+            raise ConfigError(f"cannot read argument {arg!r}: expected key=value or --config FILE")
+    return files, overrides
+
+
+def merge(cfg: Any, data: Mapping, origin: str = "", prefix: str = "") -> Any:
+    """Apply a nested mapping onto a dataclass instance, checking every key and type."""
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        field = _field(cfg, str(key), dotted, origin)
+        current = getattr(cfg, field.name)
+        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+            cfg = dataclasses.replace(cfg, **{field.name: merge(current, value, origin, dotted + ".")})
+        else:
+            cfg = dataclasses.replace(cfg, **{field.name: coerce(value, _hints(cfg)[field.name], dotted)})
+    return cfg
+
+
+def set_key(cfg: Any, key: str, value: Any, raw: str | None = None) -> Any:
+    """Return a copy of `cfg` with dotted `key` set to `value` (checked and converted)."""
+    head, _, rest = key.partition(".")
+    field = _field(cfg, head, key, "")
+    current = getattr(cfg, field.name)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"{head!r} is a plain value, it has no key {rest!r}")
+        return dataclasses.replace(cfg, **{field.name: _set_nested(current, rest, value, raw, key)})
+    if dataclasses.is_dataclass(current) and not isinstance(value, Mapping):
+        raise ConfigError(f"{key!r} is a group; set one of its keys: {', '.join(_keys(current, key + '.'))}")
+    if dataclasses.is_dataclass(current):
+        return dataclasses.replace(cfg, **{field.name: merge(current, value, prefix=key + ".")})
+    hint = _hints(cfg)[field.name]
+    # A string field keeps the text as typed (so output=007 stays "007", not 7).
+    if raw is not None and _base(hint) is str and not isinstance(value, (list, dict)):
+        value = raw
+    return dataclasses.replace(cfg, **{field.name: coerce(value, hint, key)})
+
+
+def _set_nested(cfg: Any, rest: str, value: Any, raw: str | None, full: str) -> Any:
+    try:
+        return set_key(cfg, rest, value, raw)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(repr(rest), repr(full), 1)) from None
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def keys(cfg: Any) -> list[str]:
+    """Every settable dotted key of a configuration."""
+    return _keys(cfg, "")
+
+
+# --- types ---------------------------------------------------------------------------------------
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot be null")
+    if origin in (list, tuple, Sequence):
+        item = args[0] if args else Any
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif value is None:
+            value = []
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        return [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} expects a mapping, got {value!r}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "yes", "on")
+        raise ConfigError(f"{key} expects true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} expects an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} expects a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} expects a string, got {value!r}")
+    if typing.get_origin(hint) is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} expects a mapping of {hint.__name__} keys, got {value!r}")
+        return merge(hint(), value, prefix=key + ".")
+    raise ConfigError(f"{key}: unsupported field type {hint!r}")
+
+
+def _base(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else hint
+    return hint
+
+
+def _hints(cfg: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(cfg))
+
+
+def _field(cfg: Any, name: str, dotted: str, origin: str) -> dataclasses.Field:
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    if name in fields:
+        return fields[name]
+    parent = dotted[: -len(name)] if dotted.endswith(name) else ""
+    valid = _keys(cfg, parent)
+    close = difflib.get_close_matches(dotted, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    where = f" in {origin}" if origin else ""
+    raise ConfigError(f"unknown key {dotted!r}{where}.{hint} Valid keys: {', '.join(valid)}")
+
+
+def _keys(cfg: Any, prefix: str) -> list[str]:
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.extend(_keys(value, f"{prefix}{f.name}."))
+        else:
+            out.append(f"{prefix}{f.name}")
+    return out

@@ -90,6 +90,9 @@ IMAGE_MAX_PIXELS = IMAGE_MAX_TOKENS * FACTOR * FACTOR
 VIDEO_FRAME_MIN_TOKENS = 128
 VIDEO_FRAME_MAX_TOKENS = 768
 VIDEO_MAX_TOKENS = 24576
+VIDEO_FPS = 2.0  # frames sampled per second of video by default
+VIDEO_MIN_FRAMES = 4
+VIDEO_MAX_FRAMES = 768
 
 
 class AspectRatioError(ValueError):
@@ -132,17 +135,28 @@ def image_tokens(height: int, width: int, max_tokens: int = IMAGE_MAX_TOKENS) ->
 
 
 def video_tokens(height: int, width: int, num_frames: int) -> int:
-    """Merged vision tokens of a video: per-frame budget 128..768, at most 24576 in all."""
+    """Merged vision tokens of a video of `num_frames` sampled frames: the count is made even and
+    kept in [4, 192] (4..768, and 192 x 128 = 24576), per-frame budget 128..768, at most 24576."""
     if num_frames <= 0:
         return 0
-    per_frame_cap = max(VIDEO_FRAME_MIN_TOKENS, min(VIDEO_FRAME_MAX_TOKENS, VIDEO_MAX_TOKENS // num_frames))
-    h, w = smart_resize(
-        height,
-        width,
-        min_pixels=VIDEO_FRAME_MIN_TOKENS * FACTOR * FACTOR,
-        max_pixels=per_frame_cap * FACTOR * FACTOR,
-    )
-    return (h // FACTOR) * (w // FACTOR) * num_frames
+    # The frame count the processor uses: an even number in [4, 768], and no more frames than the
+    # 24576-token budget allows at the 128-token per-frame minimum (192).
+    num_frames = min(num_frames, VIDEO_MAX_FRAMES, VIDEO_MAX_TOKENS // VIDEO_FRAME_MIN_TOKENS)
+    num_frames = max(num_frames, VIDEO_MIN_FRAMES)
+    num_frames -= num_frames % 2
+    while True:
+        per_frame_cap = max(VIDEO_FRAME_MIN_TOKENS, min(VIDEO_FRAME_MAX_TOKENS, VIDEO_MAX_TOKENS // num_frames))
+        h, w = smart_resize(
+            height,
+            width,
+            min_pixels=VIDEO_FRAME_MIN_TOKENS * FACTOR * FACTOR,
+            max_pixels=per_frame_cap * FACTOR * FACTOR,
+        )
+        per_frame = (h // FACTOR) * (w // FACTOR)
+        # rounding a frame up to the 128-token minimum can overshoot the total: drop 2 frames
+        if per_frame * num_frames <= VIDEO_MAX_TOKENS or num_frames <= VIDEO_MIN_FRAMES:
+            return per_frame * num_frames
+        num_frames -= 2
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")

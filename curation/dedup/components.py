@@ -1,0 +1,116 @@
+"""Connected components of a graph held in a Spark DataFrame, and keeping one row per component.
+
+The algorithm is the alternating large-star / small-star contraction of Kiveris et al.,
+"Connected Components in MapReduce and Beyond" (SoCC 2014): every round points each node at the
+smallest node it can see, and the edge set converges to one star per component whose centre is the
+component's smallest node. It needs O(log^2 n) rounds; each round is a few joins and group-bys,
+and its result is checkpointed so the lineage (and query plan) stays short however many rounds
+run. Nothing is collected to the driver but counts.
+
+Nodes are strings (row ids), so the component label is the smallest id in the component: the result
+is the same whatever the partitioning or the order of the edges.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from curation.steps import is_kept, reject_where
+
+log = logging.getLogger(__name__)
+
+
+class ComponentsDidNotConverge(RuntimeError):
+    pass
+
+
+def connected_components(edges: DataFrame, max_rounds: int = 64) -> DataFrame:
+    """(node, component) for every node that appears in `edges` (columns src, dst).
+
+    `component` is the smallest node of the node's connected component (a root maps to itself).
+    """
+    current = checkpoint(_normalise(edges.select(F.col("src").cast("string"), F.col("dst").cast("string"))))
+    for round_no in range(1, max_rounds + 1):
+        current = checkpoint(_small_star(_large_star(current)))
+        if _is_star_forest(current):
+            log.info("connected components converged after %d rounds", round_no)
+            break
+    else:
+        raise ComponentsDidNotConverge(f"connected components did not converge in {max_rounds} rounds")
+    # After convergence every edge is (child, root) with root < child.
+    children = current.select(F.col("src").alias("node"), F.col("dst").alias("component"))
+    roots = current.select(F.col("dst").alias("node"), F.col("dst").alias("component")).distinct()
+    return children.unionByName(roots)
+
+
+def _normalise(edges: DataFrame) -> DataFrame:
+    """Undirected edges as (larger, smaller) without self loops or repeats."""
+    return (
+        edges.where(F.col("src") != F.col("dst"))
+        .select(F.greatest("src", "dst").alias("src"), F.least("src", "dst").alias("dst"))
+        .distinct()
+    )
+
+
+def _large_star(edges: DataFrame) -> DataFrame:
+    """Each node u links its larger neighbours to m(u), the smallest of u and its neighbours."""
+    both = edges.unionByName(edges.select(F.col("dst").alias("src"), F.col("src").alias("dst")))
+    smallest = both.groupBy("src").agg(F.least(F.min("dst"), F.col("src")).alias("m"))
+    out = both.join(smallest, "src").where(F.col("dst") > F.col("src")).select(F.col("dst").alias("src"), "m")
+    return _normalise(out.withColumnRenamed("m", "dst"))
+
+
+def _small_star(edges: DataFrame) -> DataFrame:
+    """Each node u links itself and its smaller neighbours to the smallest of them."""
+    # `edges` are (larger, smaller): grouped by the larger end they are u's smaller neighbours.
+    smallest = edges.groupBy("src").agg(F.min("dst").alias("m"))
+    to_m = edges.join(smallest, "src").select(F.col("dst").alias("src"), F.col("m").alias("dst"))
+    self_to_m = smallest.select("src", F.col("m").alias("dst"))
+    return _normalise(to_m.unionByName(self_to_m))
+
+
+def _is_star_forest(edges: DataFrame) -> bool:
+    """True when every node has at most one parent and no parent has a parent of its own."""
+    parents = edges.select(F.col("dst").alias("node")).distinct()
+    children = edges.groupBy(F.col("src").alias("node")).count()
+    if children.where(F.col("count") > 1).limit(1).count():
+        return False
+    return parents.join(children, "node").limit(1).count() == 0
+
+
+def checkpoint(df: DataFrame) -> DataFrame:
+    """Materialise and cut the lineage: the checkpoint directory if the job set one, else local."""
+    if df.sparkSession.sparkContext.getCheckpointDir():
+        return df.checkpoint(eager=True)
+    return df.localCheckpoint(eager=True)
+
+
+def reject_duplicates(
+    df: DataFrame,
+    components: DataFrame,
+    step: str,
+    reason: str,
+    keep_by: str | None = None,
+) -> DataFrame:
+    """Keep one row per component, mark the others rejected with the kept row's id as detail.
+
+    The kept row has the highest `keep_by` value (nulls last) when a quality column is named,
+    then the smallest id: a deterministic rule, independent of partitioning.
+    """
+    members = components.select(F.col("node").alias("id"), "component")
+    if keep_by:
+        quality = df.where(is_kept()).select("id", F.col(keep_by).alias("_quality")).dropDuplicates(["id"])
+        members = members.join(quality, "id", "left")
+        order = [F.col("_quality").desc_nulls_last(), F.col("id").asc()]
+    else:
+        order = [F.col("id").asc()]
+    rank = Window.partitionBy("component").orderBy(*order)
+    ranked = members.withColumn("_keeper", F.first("id").over(rank.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
+    verdicts = ranked.where(F.col("_keeper") != F.col("id")).select(F.col("id").alias("_dup_id"), F.col("_keeper").alias("_dup_of"))
+    joined = df.join(verdicts, df["id"] == verdicts["_dup_id"], "left")
+    marked = reject_where(joined, F.col("_dup_of").isNotNull(), step, reason, F.col("_dup_of"))
+    return marked.drop("_dup_id", "_dup_of")

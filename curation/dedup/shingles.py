@@ -1,0 +1,65 @@
+"""What a row's text is made of, for near-duplicate detection: its shingles.
+
+Space-delimited text becomes word n-grams; CJK text (no spaces between words) becomes character
+n-grams. The choice is made per document from its script, so a mixed corpus is handled row by row.
+Text is NFKC-normalised and lower-cased first, so full-width and half-width forms, and case, do not
+make two copies of a document look different.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Literal
+
+_WORD = re.compile(r"\w+")
+# Han, kana, hangul: scripts written without spaces between words.
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+Script = Literal["auto", "words", "chars"]
+
+
+def normalize(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def is_cjk(text: str, min_ratio: float = 0.3) -> bool:
+    """True when at least `min_ratio` of the non-space characters are CJK."""
+    letters = len(text) - sum(1 for c in text if c.isspace())
+    return letters > 0 and len(_CJK.findall(text)) >= min_ratio * letters
+
+
+def shingles(
+    text: str,
+    word_ngram: int = 5,
+    char_ngram: int = 5,
+    script: Script = "auto",
+    cjk_ratio: float = 0.3,
+) -> set[str]:
+    """The set of shingles of a document (empty for text without words).
+
+    A document shorter than one n-gram is a single shingle (all its tokens), so short texts can
+    still match their exact copies.
+    """
+    text = normalize(text or "")
+    use_chars = script == "chars" or (script == "auto" and is_cjk(text, cjk_ratio))
+    if use_chars:
+        # Spaces and punctuation carry no content in CJK text; dropping them makes re-spacing and
+        # re-punctuation invisible.
+        chars = "".join(c for c in text if c.isalnum())
+        n = char_ngram
+        if len(chars) <= n:
+            return {chars} if chars else set()
+        return {chars[i : i + n] for i in range(len(chars) - n + 1)}
+    words = _WORD.findall(text)
+    n = word_ngram
+    if len(words) <= n:
+        return {" ".join(words)} if words else set()
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def jaccard(a: set, b: set) -> float:
+    """Exact Jaccard similarity of two shingle sets (0 for two empty sets)."""
+    if not a and not b:
+        return 0.0
+    return len(a & b) / len(a | b)

@@ -1,0 +1,129 @@
+"""Caption tables: Parquet or JSONL with an image column and a caption (or text) column.
+
+The image is bytes (a binary column, a Hugging Face `{bytes, path}` struct, or a
+`data:...;base64,` string) or a path relative to the table. Paths that leave the table's folder
+are refused (`unsafe_image_path`): a table from elsewhere must not read arbitrary local files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+
+from curation.sources.common import SPARK_ROW_TYPE, IngestConfig, decode_data_uri, make_caption_row, refused, to_batch
+
+TABLE_EXTENSIONS = (".parquet", ".jsonl", ".json")
+
+
+def units_of(path: Path, cfg: IngestConfig) -> list[tuple[str, int, int]]:
+    """(file, start, end) work units: Parquet row groups, or JSONL byte ranges."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in TABLE_EXTENSIONS)
+    units = []
+    for f in files:
+        if f.suffix == ".parquet":
+            units += [(str(f.resolve()), rg, rg + 1) for rg in range(pq.ParquetFile(f).num_row_groups)]
+        else:
+            size = f.stat().st_size
+            units += [(str(f.resolve()), s, min(size, s + cfg.jsonl_split_bytes)) for s in range(0, max(size, 1), cfg.jsonl_split_bytes)]
+    return units
+
+
+def read(spark: SparkSession, path: str, source: str, cfg: IngestConfig) -> DataFrame:
+    units = units_of(Path(path), cfg)
+    frame = spark.createDataFrame(units, "file string, start long, end long")
+    frame = frame.repartition(max(1, len(units)), "file", "start")
+    return frame.mapInArrow(_TableReader(source, cfg), SPARK_ROW_TYPE)
+
+
+class _TableReader:
+    def __init__(self, source: str, cfg: IngestConfig):
+        self.source, self.cfg = source, cfg
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for unit in batch.to_pylist():
+                reader = self.parquet_rows if unit["file"].endswith(".parquet") else self.jsonl_rows
+                rows = []
+                for row in reader(unit["file"], unit["start"], unit["end"]):
+                    rows.append(row)
+                    if len(rows) == self.cfg.rows_per_batch:
+                        yield to_batch(rows)
+                        rows = []
+                if rows:
+                    yield to_batch(rows)
+
+    def parquet_rows(self, file: str, row_group: int, _end: int) -> Iterator[dict]:
+        pf = pq.ParquetFile(file)
+        offset = sum(pf.metadata.row_group(i).num_rows for i in range(row_group))
+        for i, record in enumerate(pf.read_row_group(row_group).to_pylist()):
+            yield self.row(file, f"{Path(file).name}#row={offset + i}", record)
+
+    def jsonl_rows(self, file: str, start: int, end: int) -> Iterator[dict]:
+        """Lines that begin inside [start, end): each line belongs to exactly one range."""
+        with open(file, "rb") as f:
+            if start > 0:
+                f.seek(start - 1)
+                f.readline()  # finish the line that began before this range
+            while f.tell() < end:
+                pos = f.tell()
+                line = f.readline()
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                origin = f"{Path(file).name}#offset={pos}"
+                try:
+                    record = json.loads(line.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    yield refused(self.source, origin, "text_not_utf8", f"line is not UTF-8: {exc.reason}", line)
+                    continue
+                except json.JSONDecodeError as exc:
+                    yield refused(self.source, origin, "bad_json_line", str(exc), line)
+                    continue
+                if not isinstance(record, dict):
+                    yield refused(self.source, origin, "bad_json_line", "line is not a JSON object", line)
+                    continue
+                yield self.row(file, origin, record)
+
+    def row(self, file: str, origin: str, record: dict) -> dict:
+        caption = next((record[k] for k in self.cfg.caption_keys if record.get(k) is not None), None)
+        if isinstance(caption, str):
+            caption = caption.encode("utf-8")
+        elif caption is not None and not isinstance(caption, bytes):
+            return refused(self.source, origin, "caption_missing", f"caption is a {type(caption).__name__}, not text")
+        value = next((record[k] for k in self.cfg.image_keys if record.get(k) is not None), None)
+        try:
+            image = self.image_bytes(file, value)
+        except FileNotFoundError as exc:
+            return refused(self.source, origin, "image_not_found", str(exc), caption)
+        except PermissionError as exc:
+            return refused(self.source, origin, "unsafe_image_path", str(exc), caption)
+        return make_caption_row(self.source, origin, image, caption)
+
+    @staticmethod
+    def image_bytes(file: str, value) -> bytes | None:
+        if value is None or isinstance(value, bytes):
+            return value
+        if isinstance(value, dict):  # Hugging Face Image feature: {bytes, path}
+            if value.get("bytes"):
+                return value["bytes"]
+            value = value.get("path")
+            if value is None:
+                return None
+        inline = decode_data_uri(value)
+        if inline is not None:
+            return inline
+        folder = os.path.dirname(os.path.realpath(file))
+        target = os.path.realpath(os.path.join(folder, value))
+        if os.path.commonpath([folder, target]) != folder:
+            raise PermissionError(f"image path {value!r} leaves the table's folder")
+        if not os.path.isfile(target):
+            raise FileNotFoundError(f"image {value!r} not found next to the table")
+        with open(target, "rb") as f:
+            return f.read()

@@ -1,0 +1,288 @@
+"""Writing a job's output folder: shards, rejects, funnel, card, and the manifest last.
+
+    OUTPUT/part-00000.parquet ...   kept rows, exactly curation.schema.SCHEMA, sorted by id
+    OUTPUT/_rejects/part-*.parquet  refused rows: id, source, step, reason, detail, origin
+    OUTPUT/_funnel.json             per step, in pipeline order: in, out, rejected by reason
+    OUTPUT/card/                    the dataset card (README.md, plots, HTML)
+    OUTPUT/_manifest.json           written last: a folder without it is incomplete
+
+Determinism: a row's shard is a hash of its id modulo a shard count derived from the total size,
+rows inside a shard are sorted by id and cut into row groups of a fixed row count, and shards are
+written by pyarrow with fixed settings. The same rows therefore give the same bytes whatever the
+Spark partitioning, cluster or run.
+
+The marked frame is computed once: it is staged to `_staging/` (so model scores are not
+recomputed), then shards, rejects and the funnel are all read from the staged copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from curation import schema
+from curation.steps import REJECT, with_reject_column
+
+MANIFEST = "_manifest.json"
+FUNNEL = "_funnel.json"
+REJECTS = "_rejects"
+STAGING = "_staging"
+CARD = "card"
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("step", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("origin", pa.string()),
+    ]
+)
+_SHARD_STATS = "shard int, path string, rows long, bytes long, sha256 string"
+
+
+@dataclass
+class WriterConfig:
+    shard_bytes: int = 256 * 2**20  # target size of one shard (before compression)
+    row_group_rows: int = 256
+    compression: str = "zstd"
+
+
+class OutputFolderError(RuntimeError):
+    pass
+
+
+def write_output(
+    df: DataFrame,
+    output: str,
+    steps: Sequence[str],
+    config: dict,
+    writer: WriterConfig | None = None,
+    card: bool = True,
+    title: str | None = None,
+) -> dict:
+    """Write the folder for a frame of contract rows marked by `steps` (in pipeline order).
+
+    Returns the manifest. `config` is the job's resolved configuration, recorded in the manifest.
+    """
+    writer = writer or WriterConfig()
+    out = Path(output)
+    prepare_folder(out)
+    spark = df.sparkSession
+
+    staged_path = str(out / STAGING)
+    marked = with_reject_column(df).select(*schema.COLUMNS, REJECT)
+    marked.write.mode("overwrite").parquet(staged_path)
+    staged = spark.read.parquet(staged_path)
+
+    funnel = compute_funnel(staged, steps)
+    (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
+
+    kept = staged.filter(F.col(REJECT).isNull()).drop(REJECT)
+    shards = write_shards(kept, str(out), schema.SCHEMA, writer, size_col=_row_size())
+
+    rejected = staged.filter(F.col(REJECT).isNotNull()).select(
+        "id",
+        "source",
+        F.col(f"{REJECT}.step").alias("step"),
+        F.col(f"{REJECT}.reason").alias("reason"),
+        F.col(f"{REJECT}.detail").alias("detail"),
+        F.get_json_object("extra", "$.origin").alias("origin"),
+    )
+    (out / REJECTS).mkdir(exist_ok=True)
+    reject_shards = write_shards(
+        rejected, str(out / REJECTS), REJECT_SCHEMA, writer, size_col=F.lit(256), sort=("step", "reason", "id")
+    )
+    shutil.rmtree(out / STAGING, ignore_errors=True)
+
+    manifest = {
+        "schema_version": schema.SCHEMA_VERSION,
+        "rows": sum(s["rows"] for s in shards),
+        "bytes": sum(s["bytes"] for s in shards),
+        "shards": shards,
+        "rejects": {"rows": sum(s["rows"] for s in reject_shards), "shards": reject_shards},
+        "config": config,
+        "code_version": code_version(),
+    }
+    if card:
+        from curation.card import build_card
+
+        build_card(out, manifest=manifest, title=title)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    return manifest
+
+
+def prepare_folder(out: Path) -> None:
+    """Make `out` an empty output folder, clearing what an earlier (possibly killed) run left.
+
+    The manifest goes first, so a folder being rewritten is never mistaken for a complete one.
+    A non-empty folder that is not a keyeforge output is refused rather than cleared.
+    """
+    if out.exists():
+        entries = {p.name for p in out.iterdir()}
+        ours = {MANIFEST, FUNNEL, REJECTS, STAGING, CARD}
+        foreign = {e for e in entries if e not in ours and not (e.startswith("part-") and e.endswith(".parquet"))}
+        foreign -= {name for name in entries if name.startswith(".") and name.endswith(".tmp")}
+        if foreign:
+            raise OutputFolderError(
+                f"output folder {out} holds files that no keyeforge job wrote ({sorted(foreign)[:5]}); "
+                "choose an empty or new folder with output=DIR"
+            )
+        (out / MANIFEST).unlink(missing_ok=True)
+        for name in entries - {MANIFEST}:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def compute_funnel(marked: DataFrame, steps: Sequence[str]) -> dict:
+    """Per step, in pipeline order: rows in, rows out, rows rejected by reason."""
+    counts = (
+        marked.groupBy(F.col(f"{REJECT}.step").alias("step"), F.col(f"{REJECT}.reason").alias("reason"))
+        .count()
+        .collect()
+    )
+    total = sum(r["count"] for r in counts)
+    by_step: dict[str, dict[str, int]] = {}
+    for r in counts:
+        if r["step"] is not None:
+            by_step.setdefault(r["step"], {})[r["reason"]] = r["count"]
+    unknown = set(by_step) - set(steps)
+    if unknown:
+        raise ValueError(f"rows rejected by steps {sorted(unknown)} that are not in the pipeline {list(steps)}")
+    funnel, remaining = [], total
+    for step in steps:
+        rejected = dict(sorted(by_step.get(step, {}).items()))
+        out = remaining - sum(rejected.values())
+        funnel.append({"step": step, "in": remaining, "out": out, "rejected": rejected})
+        remaining = out
+    return {"input_rows": total, "kept_rows": remaining, "steps": funnel}
+
+
+def write_shards(
+    df: DataFrame,
+    folder: str,
+    arrow_schema: pa.Schema,
+    writer: WriterConfig,
+    size_col,
+    sort: Sequence[str] = ("id",),
+) -> list[dict]:
+    """Write `df` as part-NNNNN.parquet files in `folder`; deterministic for the same rows."""
+    total_size = df.select(F.sum(size_col).alias("s")).collect()[0]["s"] or 0
+    n_shards = max(1, math.ceil(total_size / writer.shard_bytes))
+    keyed = df.withColumn("_shard", F.pmod(F.xxhash64("id"), F.lit(n_shards)).cast("int"))
+    keyed = keyed.repartition(n_shards, "_shard").sortWithinPartitions("_shard", *sort)
+    job = _ShardJob(folder, arrow_schema, writer.row_group_rows, writer.compression)
+    stats = keyed.mapInArrow(job, _SHARD_STATS).collect()
+    return [
+        {"path": Path(r["path"]).name, "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]}
+        for r in sorted(stats, key=lambda r: r["shard"])
+    ]
+
+
+def _row_size():
+    """Approximate in-memory bytes of a contract row, for choosing the shard count."""
+    image_bytes = F.aggregate("images", F.lit(0).cast("long"), lambda acc, x: acc + F.octet_length(x["bytes"]))
+    frame_bytes = F.aggregate(
+        "videos",
+        F.lit(0).cast("long"),
+        lambda acc, v: acc + F.aggregate(v["frames"], F.lit(0).cast("long"), lambda a, f: a + F.octet_length(f)),
+    )
+    return image_bytes + frame_bytes + F.octet_length(F.to_json("messages")) + F.lit(128)
+
+
+class _ShardJob:
+    """Runs on executors: receives rows sorted by (_shard, sort keys), writes one file per shard."""
+
+    def __init__(self, folder: str, arrow_schema: pa.Schema, row_group_rows: int, compression: str):
+        self.folder = folder
+        self.schema = arrow_schema
+        self.row_group_rows = row_group_rows
+        self.compression = compression
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        current, pending = None, []
+        for batch in batches:
+            shard_ids = batch.column("_shard").to_pylist()
+            start = 0
+            for i in range(1, len(shard_ids) + 1):
+                if i == len(shard_ids) or shard_ids[i] != shard_ids[start]:
+                    if shard_ids[start] != current and pending:
+                        yield self._write(current, pending)
+                        pending = []
+                    current = shard_ids[start]
+                    pending.append(batch.slice(start, i - start))
+                    start = i
+        if pending:
+            yield self._write(current, pending)
+
+    def _write(self, shard: int, batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+        table = pa.Table.from_batches(batches).drop_columns(["_shard"])
+        table = table.select(self.schema.names).cast(self.schema)
+        path = os.path.join(self.folder, f"part-{shard:05d}.parquet")
+        tmp = os.path.join(self.folder, f".part-{shard:05d}.parquet.tmp")
+        pq.write_table(
+            table,
+            tmp,
+            row_group_size=self.row_group_rows,
+            compression=self.compression,
+            use_dictionary=False,
+            write_statistics=True,
+        )
+        os.replace(tmp, path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        stats = {
+            "shard": [shard],
+            "path": [path],
+            "rows": [table.num_rows],
+            "bytes": [os.path.getsize(path)],
+            "sha256": [digest.hexdigest()],
+        }
+        return pa.RecordBatch.from_pydict(
+            stats,
+            schema=pa.schema(
+                [("shard", pa.int32()), ("path", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string())]
+            ),
+        )
+
+
+def code_version() -> str:
+    """The package version, plus the git commit when running from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("keyeforge")
+    except PackageNotFoundError:
+        ver = "0+unknown"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{ver}+g{commit}" if commit else ver
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of a complete output folder; a clear error for an incomplete one."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        raise OutputFolderError(f"{folder} has no {MANIFEST}: it is not a complete keyeforge output")
+    return json.loads(path.read_text())

@@ -1,0 +1,34 @@
+"""Rendered OCR data as a source: what a job (render_ocr, build_pretrain) calls.
+
+    from synthesis.ocr_render.source import RenderSourceConfig, rendered_source
+    df = rendered_source(spark, RenderSourceConfig(count=1000, seed=7))
+
+The frame has the contract columns plus ``_reject`` (samples that could not be drawn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+
+from synthesis.ocr_render.config import RenderConfig
+from synthesis.ocr_render.step import STEP, backgrounds_from, render_frame
+
+
+@dataclass
+class RenderSourceConfig(RenderConfig):
+    count: int = 200  # images to render (each gives 1-3 rows)
+    partitions: int = 0  # 0: the session's default parallelism
+    backgrounds: str = ""  # a shard folder whose images become scene backgrounds
+    max_backgrounds: int = 64
+
+
+def rendered_source(spark: SparkSession, cfg: RenderSourceConfig) -> DataFrame:
+    if cfg.count < 0:
+        raise ValueError(f"count must be >= 0, got {cfg.count}")
+    backgrounds = backgrounds_from(spark, cfg.backgrounds, cfg.max_backgrounds) if cfg.backgrounds else []
+    return render_frame(spark, cfg.count, cfg, cfg.partitions or None, backgrounds)
+
+
+__all__ = ["RenderSourceConfig", "rendered_source", "STEP"]

@@ -64,7 +64,7 @@ def merge(cfg: Any, data: Mapping, origin: str = "", prefix: str = "") -> Any:
     """Apply a nested mapping onto a dataclass instance, checking every key and type."""
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        field = _field(cfg, str(key), dotted, origin)
+        field = _field(cfg, str(key), dotted, origin, prefix)
         current = getattr(cfg, field.name)
         if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
             cfg = dataclasses.replace(cfg, **{field.name: merge(current, value, origin, dotted + ".")})
@@ -73,31 +73,25 @@ def merge(cfg: Any, data: Mapping, origin: str = "", prefix: str = "") -> Any:
     return cfg
 
 
-def set_key(cfg: Any, key: str, value: Any, raw: str | None = None) -> Any:
+def set_key(cfg: Any, key: str, value: Any, raw: str | None = None, prefix: str = "") -> Any:
     """Return a copy of `cfg` with dotted `key` set to `value` (checked and converted)."""
     head, _, rest = key.partition(".")
-    field = _field(cfg, head, key, "")
+    dotted = prefix + head
+    field = _field(cfg, head, dotted, "", prefix)
     current = getattr(cfg, field.name)
     if rest:
         if not dataclasses.is_dataclass(current):
-            raise ConfigError(f"{head!r} is a plain value, it has no key {rest!r}")
-        return dataclasses.replace(cfg, **{field.name: _set_nested(current, rest, value, raw, key)})
-    if dataclasses.is_dataclass(current) and not isinstance(value, Mapping):
-        raise ConfigError(f"{key!r} is a group; set one of its keys: {', '.join(_keys(current, key + '.'))}")
+            raise ConfigError(f"{dotted!r} is a plain value, it has no key {rest!r}")
+        return dataclasses.replace(cfg, **{field.name: set_key(current, rest, value, raw, dotted + ".")})
     if dataclasses.is_dataclass(current):
-        return dataclasses.replace(cfg, **{field.name: merge(current, value, prefix=key + ".")})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{dotted!r} is a group; set one of its keys: {', '.join(_keys(current, dotted + '.'))}")
+        return dataclasses.replace(cfg, **{field.name: merge(current, value, prefix=dotted + ".")})
     hint = _hints(cfg)[field.name]
     # A string field keeps the text as typed (so output=007 stays "007", not 7).
     if raw is not None and _base(hint) is str and not isinstance(value, (list, dict)):
         value = raw
-    return dataclasses.replace(cfg, **{field.name: coerce(value, hint, key)})
-
-
-def _set_nested(cfg: Any, rest: str, value: Any, raw: str | None, full: str) -> Any:
-    try:
-        return set_key(cfg, rest, value, raw)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace(repr(rest), repr(full), 1)) from None
+    return dataclasses.replace(cfg, **{field.name: coerce(value, hint, dotted)})
 
 
 def to_dict(cfg: Any) -> dict:
@@ -184,12 +178,11 @@ def _hints(cfg: Any) -> dict[str, Any]:
     return typing.get_type_hints(type(cfg))
 
 
-def _field(cfg: Any, name: str, dotted: str, origin: str) -> dataclasses.Field:
+def _field(cfg: Any, name: str, dotted: str, origin: str, prefix: str) -> dataclasses.Field:
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     if name in fields:
         return fields[name]
-    parent = dotted[: -len(name)] if dotted.endswith(name) else ""
-    valid = _keys(cfg, parent)
+    valid = _keys(cfg, prefix)
     close = difflib.get_close_matches(dotted, valid, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     where = f" in {origin}" if origin else ""

@@ -37,16 +37,21 @@ KINDS = ("caption", "ocr", "vqa", "grounding", "interleaved", "video", "text", "
 THINK_MODES = ("think", "no_think", "auto_think", "agentic")
 LOSS_ROLES = ("assistant", "document")
 
+def _list(item: pa.DataType) -> pa.DataType:
+    # Parquet names list items "element"; naming them so here makes written and read schemas equal.
+    return pa.list_(pa.field("element", item))
+
+
 CONTENT_PART = pa.struct([("type", pa.string()), ("text", pa.string()), ("index", pa.int32())])
-MESSAGE = pa.struct([("role", pa.string()), ("content", pa.list_(CONTENT_PART))])
-MESSAGES = pa.list_(MESSAGE)
+MESSAGE = pa.struct([("role", pa.string()), ("content", _list(CONTENT_PART))])
+MESSAGES = _list(MESSAGE)
 IMAGE = pa.struct(
     [("bytes", pa.binary()), ("width", pa.int32()), ("height", pa.int32()), ("sha256", pa.string())]
 )
 VIDEO = pa.struct(
     [
-        ("frames", pa.list_(pa.binary())),
-        ("timestamps", pa.list_(pa.float32())),
+        ("frames", _list(pa.binary())),
+        ("timestamps", _list(pa.float32())),
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("fps", pa.float32()),
@@ -64,10 +69,10 @@ SCHEMA = pa.schema(
         ("messages", MESSAGES),
         ("rejected", MESSAGES),
         ("answer", pa.string()),
-        ("images", pa.list_(IMAGE)),
-        ("videos", pa.list_(VIDEO)),
+        ("images", _list(IMAGE)),
+        ("videos", _list(VIDEO)),
         ("think_mode", pa.string()),
-        ("task_types", pa.list_(pa.string())),
+        ("task_types", _list(pa.string())),
         ("lang", pa.string()),
         ("clip_score", pa.float32()),
         ("est_tokens", pa.int64()),

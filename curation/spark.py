@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 DEFAULT_CONF = {
     # Arrow batches between the JVM and Python workers, reused workers so that models load once.
@@ -44,3 +44,13 @@ def _master_given() -> bool:
     from pyspark import SparkConf
 
     return SparkConf().contains("spark.master")
+
+
+def rows_frame(spark: SparkSession, rows) -> DataFrame:
+    """A DataFrame of contract rows (dicts from curation.schema builders), with the exact types."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from curation import schema
+
+    table = schema.rows_to_table(rows)
+    return spark.createDataFrame(table, schema=from_arrow_schema(schema.SCHEMA))

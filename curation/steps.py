@@ -26,9 +26,10 @@ REJECT_TYPE = T.StructType(
 
 
 def with_reject_column(df: DataFrame) -> DataFrame:
-    """Add an all-null `_reject` column if the frame has none (e.g. rows read from shards)."""
+    """Add an all-null `_reject` column if the frame has none (e.g. rows read from shards), and give
+    it the one canonical type (all fields nullable) that Arrow-based steps declare as output."""
     if REJECT in df.columns:
-        return df
+        return df.withColumn(REJECT, F.col(REJECT).cast(REJECT_TYPE))
     return df.withColumn(REJECT, F.lit(None).cast(REJECT_TYPE))
 
 
@@ -46,7 +47,8 @@ def reject_where(df: DataFrame, condition: Column, step: str, reason: str | Colu
     else:
         detail_col = F.lit(detail)
     verdict = F.struct(F.lit(step).alias("step"), reason_col.alias("reason"), detail_col.alias("detail"))
-    return df.withColumn(REJECT, F.when(is_kept() & condition, verdict).otherwise(F.col(REJECT)))
+    marked = F.when(is_kept() & condition, verdict).otherwise(F.col(REJECT))
+    return df.withColumn(REJECT, marked.cast(REJECT_TYPE))
 
 
 def split(df: DataFrame) -> tuple[DataFrame, DataFrame]:

@@ -24,7 +24,7 @@ from curation.dedup.components import checkpoint, connected_components, reject_d
 from curation.dedup.shingles import shingles
 from curation.steps import is_kept, with_reject_column
 
-STEP = "near_dedup_text"
+STEP = "near_dedup"
 REASON = "near_duplicate"
 
 

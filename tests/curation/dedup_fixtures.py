@@ -27,6 +27,7 @@ def local_spark(app: str, partitions: int = 4):
         .config("spark.sql.shuffle.partitions", str(partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
@@ -66,21 +67,24 @@ def edit(rng: random.Random, tokens: list[str], vocab: list[str], n_edits: int) 
     return out
 
 
+EDITS = (1, 2, 3, 4, 6, 9, 14)
+
+
 def planted_corpus(seed: int, lang: str, n_bases: int = 50, n_singles: int = 50) -> list[str]:
-    """Texts: `n_bases` originals each with 0-3 edited copies (1..12 edits: Jaccard from ~1 down to
-    ~0.4 with 5-gram shingles), plus unrelated singles."""
+    """Texts: `n_bases` originals each with 0-3 edited copies (1 to 14 edits: Jaccard from ~0.97
+    down to ~0.4 with 5-gram shingles), plus unrelated singles."""
     rng = random.Random(seed)
     if lang == "zh":
-        vocab, join, lengths = chinese_vocab(), "", (150, 260)
+        vocab, join, lengths = chinese_vocab(), "", (200, 400)
     else:
-        vocab, join, lengths = english_vocab(rng), " ", (80, 160)
+        vocab, join, lengths = english_vocab(rng), " ", (150, 300)
     texts = []
     for _ in range(n_bases + n_singles):
         base = random_doc(rng, vocab, rng.randint(*lengths))
         texts.append(join.join(base))
-        if len(texts) <= n_bases * 4 and _ < n_bases:
+        if _ < n_bases:
             for _copy in range(rng.randint(0, 3)):
-                texts.append(join.join(edit(rng, base, vocab, rng.randint(1, 12))))
+                texts.append(join.join(edit(rng, base, vocab, rng.choice(EDITS))))
     return texts
 
 
@@ -149,7 +153,7 @@ def encode(img, fmt: str = "PNG", **kw) -> bytes:
 def variants(img) -> dict[str, bytes]:
     """Copies a near-duplicate detector must catch: re-encoded, resized, lightly cropped."""
     w, h = img.size
-    cx, cy = int(w * 0.03), int(h * 0.03)
+    cx, cy = int(w * 0.02), int(h * 0.02)
     return {
         "jpeg": encode(img, "JPEG", quality=70),
         "resized": encode(img.resize((w // 2, h // 2))),

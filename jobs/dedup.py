@@ -1,0 +1,97 @@
+"""Deduplicate and decontaminate any keyeforge shard folder.
+
+    spark-submit jobs/dedup.py input=out/pretrain output=out/pretrain_dedup
+    spark-submit jobs/dedup.py input=IN output=OUT near_dedup.threshold=0.7 image_dedup.enabled=false
+    spark-submit jobs/dedup.py input=IN output=OUT --config configs/decontam.yaml   # decontam.benchmarks
+    python jobs/dedup.py --print-config
+
+Steps, in order, each switchable with `<step>.enabled=false`: exact_dedup (same content id),
+near_dedup (MinHash-LSH text near-duplicates), image_dedup (same pixels / pHash), decontam
+(benchmark overlaps; runs when decontam.benchmarks lists any). The output folder has the usual
+shards, `_rejects/`, `_funnel.json`, card and `_manifest.json` (written last).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+import time
+from dataclasses import dataclass, field
+
+from curation import config as configuration
+from curation.dedup import (
+    DecontamConfig,
+    ImageDedupConfig,
+    NearTextDedupConfig,
+    decontaminate,
+    image_dedup,
+    near_dedup_text,
+)
+from curation.exact_dedup import ExactDedupConfig, exact_dedup
+from curation.spark import session
+from curation.writer import WriterConfig, read_manifest, write_output
+
+
+@dataclass
+class DedupJobConfig:
+    input: str = ""
+    output: str = ""
+    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    near_dedup: NearTextDedupConfig = field(default_factory=NearTextDedupConfig)
+    image_dedup: ImageDedupConfig = field(default_factory=ImageDedupConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    checkpoint_dir: str = ""  # reliable checkpoints for connected components (default: local)
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    card: bool = True
+
+
+# (config field = step name, step function) in pipeline order.
+STEPS = [
+    ("exact_dedup", exact_dedup),
+    ("near_dedup", near_dedup_text),
+    ("image_dedup", image_dedup),
+    ("decontam", decontaminate),
+]
+
+
+def run(cfg: DedupJobConfig, spark=None) -> dict:
+    if not cfg.input or not cfg.output:
+        raise configuration.ConfigError("give input=DIR (a keyeforge shard folder) and output=DIR")
+    read_manifest(cfg.input)  # refuses an incomplete folder with a clear message
+    spark = spark or session("keyeforge dedup")
+    if cfg.checkpoint_dir:
+        spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
+    started = time.time()
+    df = spark.read.parquet(cfg.input.rstrip("/") + "/part-*.parquet")
+    names = []
+    for name, step in STEPS:
+        step_cfg = getattr(cfg, name)
+        if step_cfg.enabled and not (name == "decontam" and not step_cfg.benchmarks):
+            df = step(df, step_cfg)
+            names.append(name)
+            print(f"dedup: {name} planned ({time.time() - started:.1f}s)", flush=True)
+    # The card module may be absent in a trimmed install; shards, rejects and funnel do not need it.
+    card = cfg.card and importlib.util.find_spec("curation.card") is not None
+    manifest = write_output(df, cfg.output, names, dataclasses.asdict(cfg), cfg.writer, card=card, title="keyeforge deduplicated shards")
+    print(
+        f"dedup: {manifest['rows']:,} rows kept in {len(manifest['shards'])} shards, "
+        f"{manifest['rejects']['rows']:,} rejected -> {cfg.output} ({time.time() - started:.1f}s)"
+    )
+    return manifest
+
+
+def main(argv: list[str]) -> None:
+    args = [a for a in argv if a != "--print-config"]
+    try:
+        cfg = configuration.load(DedupJobConfig, args)
+        if "--print-config" in argv:
+            print(configuration.to_yaml(cfg))
+            return
+        run(cfg)
+    except configuration.ConfigError as exc:
+        sys.exit(f"dedup: {exc}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,95 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from curation.config import ConfigError, keys, load, to_yaml
+
+
+@dataclass
+class Inner:
+    enabled: bool = True
+    threshold: float = 0.2
+    name: str = "a"
+    limit: int | None = None
+
+
+@dataclass
+class Outer:
+    output: str = "out/x"
+    sources: list[str] = field(default_factory=list)
+    steps: int = 3
+    clip: Inner = field(default_factory=Inner)
+
+
+def test_defaults_then_overrides_are_typed():
+    cfg = load(Outer, ["output=out/y", "clip.threshold=0.25", "clip.enabled=false", "steps=7", "clip.limit=5"])
+    assert cfg.output == "out/y"
+    assert cfg.clip.threshold == 0.25 and isinstance(cfg.clip.threshold, float)
+    assert cfg.clip.enabled is False
+    assert cfg.steps == 7
+    assert cfg.clip.limit == 5
+    assert load(Outer, ["clip.limit=null"]).clip.limit is None
+    # the default instance is untouched
+    assert Outer().clip.threshold == 0.2
+
+
+def test_int_accepted_for_float_and_strings_kept_verbatim():
+    cfg = load(Outer, ["clip.threshold=1", "output=007", "clip.name=true"])
+    assert cfg.clip.threshold == 1.0
+    assert cfg.output == "007"
+    assert cfg.clip.name == "true"
+
+
+def test_lists_from_commas_or_yaml():
+    assert load(Outer, ["sources=a,b/c, d"]).sources == ["a", "b/c", "d"]
+    assert load(Outer, ["sources=[x, y]"]).sources == ["x", "y"]
+    assert load(Outer, ["sources=name=/data/x"]).sources == ["name=/data/x"]
+
+
+def test_unknown_key_names_valid_keys_and_suggests():
+    with pytest.raises(ConfigError) as err:
+        load(Outer, ["clip.treshold=0.3"])
+    msg = str(err.value)
+    assert "clip.treshold" in msg and "clip.threshold" in msg and "Did you mean" in msg
+    assert "clip.enabled" in msg
+    with pytest.raises(ConfigError, match="Valid keys: output, sources, steps, clip.enabled"):
+        load(Outer, ["nope=1"])
+
+
+def test_wrong_type_is_a_clear_error():
+    with pytest.raises(ConfigError, match="clip.threshold expects a number, got 'abc'"):
+        load(Outer, ["clip.threshold=abc"])
+    with pytest.raises(ConfigError, match="steps expects an integer"):
+        load(Outer, ["steps=2.5"])
+    with pytest.raises(ConfigError, match="clip.enabled expects true or false"):
+        load(Outer, ["clip.enabled=maybe"])
+    with pytest.raises(ConfigError, match="is a group"):
+        load(Outer, ["clip=3"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load(Outer, ["oops"])
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output: out/from_yaml\nclip:\n  threshold: 0.5\n  name: b\n")
+    cfg = load(Outer, ["--config", str(path), "clip.name=c"])
+    assert (cfg.output, cfg.clip.threshold, cfg.clip.name) == ("out/from_yaml", 0.5, "c")
+    path.write_text("clip:\n  thresold: 0.5\n")
+    with pytest.raises(ConfigError, match=f"unknown key 'clip.thresold' in {path}"):
+        load(Outer, ["--config", str(path)])
+
+
+def test_keys_and_yaml_dump_round_trip(tmp_path):
+    assert keys(Outer()) == ["output", "sources", "steps", "clip.enabled", "clip.threshold", "clip.name", "clip.limit"]
+    cfg = load(Outer, ["clip.threshold=0.7", "sources=a,b"])
+    path = tmp_path / "dump.yaml"
+    path.write_text(to_yaml(cfg))
+    assert load(Outer, ["--config", str(path)]) == cfg
+
+
+def test_every_build_pretrain_step_can_be_switched_off():
+    from jobs.build_pretrain import STEPS, BuildPretrainConfig
+
+    for name, _ in STEPS:
+        cfg = load(BuildPretrainConfig, [f"{name}.enabled=false"])
+        assert getattr(cfg, name).enabled is False

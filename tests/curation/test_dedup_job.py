@@ -1,0 +1,76 @@
+"""jobs/dedup.py end to end on a shard folder: exact -> near text -> image -> decontam, with the
+manifest, funnel and rejects a person reads afterwards."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from dedup_fixtures import encode, image_row, local_spark, natural_image, planted_corpus, text_rows, variants, write_rows
+
+from curation import config as configuration
+from curation.writer import read_manifest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from jobs import dedup as dedup_job  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = local_spark("test_dedup_job", partitions=4)
+    yield session
+    session.stop()
+
+
+def test_job_runs_every_step_and_accounts_for_every_row(spark, tmp_path):
+    base = planted_corpus(31, "en", n_bases=1, n_singles=0)[0]
+    text = text_rows([base, base + " and one more sentence at the end", "an unrelated short document here"])
+    exact_copy = dict(text[2])  # the same content id twice: exact duplicate
+    img = natural_image(40)
+    images = [image_row([encode(img)], "a picture"), image_row([variants(img)["resized"]], "the picture, smaller")]
+    bench_img = natural_image(41)
+    contaminated = image_row([variants(bench_img)["jpeg"]], "a benchmark picture")
+    rows = text + [exact_copy] + images + [contaminated]
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "item7.png").write_bytes(encode(bench_img))
+
+    # An input shard folder as a job leaves it (shards + manifest), without running a job for it.
+    write_rows(rows, tmp_path / "in", n_files=2)
+    (tmp_path / "in" / "_manifest.json").write_text(json.dumps({"rows": len(rows), "shards": []}))
+    cfg = configuration.load(
+        dedup_job.DedupJobConfig,
+        [f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "near_dedup.threshold=0.7",
+         f"decontam.benchmarks=[{{name: tiny, path: {tmp_path / 'bench'}}}]", "card=false"],
+    )
+    manifest = dedup_job.run(cfg, spark)
+
+    assert read_manifest(tmp_path / "out") == manifest
+    funnel = json.loads((tmp_path / "out" / "_funnel.json").read_text())
+    assert [s["step"] for s in funnel["steps"]] == ["exact_dedup", "near_dedup", "image_dedup", "decontam"]
+    assert funnel["input_rows"] == len(rows) and funnel["kept_rows"] == manifest["rows"] == 3
+    by_step = {s["step"]: s["rejected"] for s in funnel["steps"]}
+    assert by_step == {
+        "exact_dedup": {"exact_duplicate": 1},
+        "near_dedup": {"near_duplicate": 1},
+        "image_dedup": {"duplicate_image": 1},
+        "decontam": {"benchmark_overlap": 1},
+    }
+    rejects = pq.ParquetDataset(sorted((tmp_path / "out" / "_rejects").glob("part-*.parquet"))).read().to_pylist()
+    assert len(rejects) == manifest["rejects"]["rows"] == 4
+    overlap = next(r for r in rejects if r["step"] == "decontam")
+    assert overlap["id"] == contaminated["id"] and overlap["detail"] == "benchmark=tiny item=item7.png by=phash"
+    near = next(r for r in rejects if r["step"] == "near_dedup")
+    assert {near["id"], near["detail"]} == {text[0]["id"], text[1]["id"]}
+    kept = set(pq.ParquetDataset(sorted((tmp_path / "out").glob("part-*.parquet"))).read(columns=["id"]).column("id").to_pylist())
+    assert kept == {min(text[0]["id"], text[1]["id"]), text[2]["id"], min(r["id"] for r in images)}
+
+
+def test_job_refuses_a_folder_without_manifest_and_unknown_keys(tmp_path):
+    with pytest.raises(Exception, match="_manifest.json"):
+        dedup_job.run(dedup_job.DedupJobConfig(input=str(tmp_path), output=str(tmp_path / "o")))
+    with pytest.raises(configuration.ConfigError, match="near_dedup.threshold"):
+        configuration.load(dedup_job.DedupJobConfig, ["near_dedup.treshold=0.5"])
+

@@ -1,0 +1,198 @@
+"""Text near-duplicates: datasketch-compatible signatures, LSH bands, recall/precision against exact
+Jaccard, connected components against union-find, determinism across partitionings."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+from datasketch import MinHash
+from datasketch.lsh import _optimal_param
+from dedup_fixtures import UnionFind, local_spark, planted_corpus, text_rows, write_rows
+from pyspark.sql import functions as F
+
+from curation.dedup import lsh, minhash
+from curation.dedup.components import connected_components
+from curation.dedup.near_text import (
+    REASON,
+    STEP,
+    NearTextDedupConfig,
+    candidate_pairs,
+    near_dedup_text,
+    text_signatures,
+)
+from curation.dedup.shingles import is_cjk, jaccard, shingles
+from curation.steps import reject_where, with_reject_column
+
+THRESHOLD = 0.7
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = local_spark("test_dedup_text", partitions=4)
+    yield session
+    session.stop()
+
+
+# --- no Spark -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+@pytest.mark.parametrize("seed", [1, 42])
+def test_signatures_equal_datasketch_hashvalues(scheme, seed):
+    texts = planted_corpus(3, "en", n_bases=4, n_singles=4)[:8] + planted_corpus(4, "zh", n_bases=3, n_singles=3)[:6]
+    texts += ["", "short text", "一二"]
+    sets = [shingles(t) for t in texts]
+    perms = minhash.permutations(128, seed, scheme)
+    ours = minhash.signatures([minhash.shingle_hashes(s) for s in sets], perms)
+    for s, sig in zip(sets, ours):
+        theirs = MinHash(num_perm=128, seed=seed, scheme=scheme)
+        theirs.update_batch([x.encode("utf-8") for x in s])
+        assert np.array_equal(theirs.hashvalues.astype(np.uint64), sig.astype(np.uint64))
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9, 0.95])
+@pytest.mark.parametrize("num_perm", [64, 128, 256])
+def test_optimal_bands_equal_datasketch_choice(threshold, num_perm):
+    assert lsh.optimal_bands(threshold, num_perm) == _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def test_band_keys_agree_exactly_where_band_values_agree():
+    rng = np.random.default_rng(0)
+    sigs = rng.integers(0, 2**32, size=(200, 128), dtype=np.uint32)
+    sigs[1, :13] = sigs[0, :13]  # rows 0 and 1 share band 0 only (13 rows per band)
+    keys = lsh.band_keys(sigs, 9, 13)
+    assert keys.shape == (200, 9) and keys.dtype == np.int64
+    assert keys[0, 0] == keys[1, 0] and not np.any(keys[0, 1:] == keys[1, 1:])
+    same = {(i, j) for b in range(9) for i, j in itertools.combinations(range(200), 2) if keys[i, b] == keys[j, b]}
+    assert same == {(0, 1)}
+
+
+def test_shingles_choose_words_or_characters_per_row():
+    english = "The quick brown fox jumps over the lazy dog"
+    assert not is_cjk(english)
+    assert shingles(english, word_ngram=3) == {
+        "the quick brown", "quick brown fox", "brown fox jumps", "fox jumps over", "jumps over the", "over the lazy", "the lazy dog"
+    }
+    chinese = "我们今天去公园散步，天气很好。"
+    assert is_cjk(chinese)
+    assert shingles(chinese, char_ngram=3) == {"".join(c) for c in zip("我们今天去公园散步天气很好", "们今天去公园散步天气很好"[0:], "今天去公园散步天气很好")}
+    # Case, full-width forms and extra spaces do not make a different document.
+    assert shingles("THE  quick ＢＲＯＷＮ fox jumps over the lazy dog", word_ngram=3) == shingles(english, word_ngram=3)
+    assert shingles("") == set() and shingles("two words") == {"two words"}
+
+
+# --- Spark --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    texts = {"en": planted_corpus(11, "en"), "zh": planted_corpus(12, "zh")}
+    rows = {lang: text_rows(t) for lang, t in texts.items()}
+    glob = write_rows(rows["en"] + rows["zh"], tmp_path_factory.mktemp("text_corpus"), n_files=3)
+    return {"texts": texts, "rows": rows, "glob": glob}
+
+
+@pytest.fixture(scope="module")
+def truth(corpus):
+    """Exact Jaccard of every pair within each language (pairs across languages share nothing)."""
+    out = {}
+    for lang in ("en", "zh"):
+        ids = [r["id"] for r in corpus["rows"][lang]]
+        sets = [shingles(t) for t in corpus["texts"][lang]]
+        for i, j in itertools.combinations(range(len(ids)), 2):
+            out[frozenset((ids[i], ids[j]))] = (lang, jaccard(sets[i], sets[j]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pairs(spark, corpus):
+    cfg = NearTextDedupConfig(threshold=THRESHOLD)
+    sigs = text_signatures(spark.read.parquet(corpus["glob"]), cfg).localCheckpoint()
+    return {frozenset((r["src"], r["dst"])) for r in candidate_pairs(sigs, cfg).collect()}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_recall_and_precision_against_exact_jaccard(pairs, truth, lang):
+    similar = {p for p, (l, j) in truth.items() if l == lang and j >= THRESHOLD + 0.1}
+    assert len(similar) >= 20, "the planted corpus must hold enough near-duplicates to measure"
+    uf = UnionFind()
+    for a, b in pairs:
+        uf.union(*sorted((a, b)))
+    found = sum(uf.find(min(p)) == uf.find(max(p)) for p in similar if all(x in uf.parent for x in p))
+    assert found / len(similar) >= 0.95
+    reported = [p for p in pairs if truth.get(p, ("?", 0.0))[0] == lang]
+    assert reported
+    precision = sum(truth[p][1] >= THRESHOLD for p in reported) / len(reported)
+    assert precision >= 0.95
+
+
+def test_kept_set_is_the_same_for_1_2_8_partitions_and_equals_union_find(spark, corpus, pairs):
+    uf = UnionFind()
+    all_ids = [r["id"] for rows in corpus["rows"].values() for r in rows]
+    for i in all_ids:
+        uf.find(i)
+    for a, b in pairs:
+        uf.union(a, b)
+    expected_kept = {min(g) for g in uf.groups()}
+    expected_detail = {i: min(g) for g in uf.groups() for i in g if i != min(g)}
+    cfg = NearTextDedupConfig(threshold=THRESHOLD)
+    previous = spark.conf.get("spark.sql.shuffle.partitions")
+    try:
+        for n in (1, 2, 8):
+            spark.conf.set("spark.sql.shuffle.partitions", str(n))
+            df = spark.read.parquet(corpus["glob"]).repartition(n)
+            out = near_dedup_text(df, cfg).select("id", "_reject").collect()
+            kept = {r["id"] for r in out if r["_reject"] is None}
+            rejected = {r["id"]: r["_reject"] for r in out if r["_reject"] is not None}
+            assert len(out) == len(all_ids), "a step never drops rows"
+            assert kept == expected_kept, f"{n} partitions"
+            assert {i: v["detail"] for i, v in rejected.items()} == expected_detail
+            assert {(v["step"], v["reason"]) for v in rejected.values()} == {(STEP, REASON)}
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", previous)
+
+
+def test_connected_components_equal_union_find_on_long_chains_and_stars(spark):
+    rng = random.Random(5)
+    nodes = [f"n{i:04d}" for i in range(600)]
+    shuffled = nodes[:]
+    rng.shuffle(shuffled)
+    edges = [(shuffled[i], shuffled[i + 1]) for i in range(0, 299)]  # a 300-node path in random id order
+    edges += [(shuffled[300], shuffled[j]) for j in range(301, 340)]  # a star
+    edges += [tuple(rng.sample(shuffled[340:], 2)) for _ in range(150)]  # random sparse graph
+    edges += [(shuffled[599], shuffled[599])]  # a self loop only: a component of one node
+    uf = UnionFind()
+    for a, b in edges:
+        uf.union(a, b)
+    result = connected_components(spark.createDataFrame(edges, "src string, dst string")).collect()
+    by_node = {r["node"]: r["component"] for r in result}
+    assert len(by_node) == len(result), "one component per node"
+    expected = {n: min(g) for g in uf.groups() for n in g if len(g) > 1}
+    assert by_node == expected
+
+
+def test_keep_by_quality_column_and_rows_already_rejected_are_not_compared(spark):
+    base = planted_corpus(21, "en", n_bases=1, n_singles=0)[0]
+    rows = text_rows([base, base + " extra", base + " more words", "an unrelated document about nothing much"])
+    for row, score in zip(rows, [0.1, 0.9, None, 0.5]):
+        row["clip_score"] = score
+    df = with_reject_column(spark.createDataFrame(
+        [(r["id"], r["messages"], r["clip_score"]) for r in rows],
+        "id string, messages array<struct<role string, content array<struct<type string, text string, index int>>>>, clip_score float",
+    ))
+    # The best-scored copy was refused by an earlier step: it must stay as it was and not be a keeper.
+    df = reject_where(df, F.col("id") == rows[1]["id"], "earlier", "why")
+    out = {r["id"]: r["_reject"] for r in near_dedup_text(df, NearTextDedupConfig(threshold=0.7, keep_by="clip_score")).collect()}
+    assert out[rows[1]["id"]]["step"] == "earlier"
+    assert out[rows[0]["id"]] is None  # 0.1 beats null
+    assert out[rows[2]["id"]]["reason"] == REASON and out[rows[2]["id"]]["detail"] == rows[0]["id"]
+    assert out[rows[3]["id"]] is None
+
+
+def test_disabled_step_marks_nothing(spark, corpus):
+    df = spark.read.parquet(corpus["glob"])
+    out = near_dedup_text(df, NearTextDedupConfig(enabled=False))
+    assert out.where("_reject is not null").count() == 0

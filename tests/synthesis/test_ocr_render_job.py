@@ -1,0 +1,75 @@
+"""The render job on Spark: same seed -> same bytes across runs and partition counts; samples no
+font can draw go to _rejects/ with a reason, and the funnel adds up."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from ocr_synth_helpers import latin_only_face
+
+from curation import schema
+from curation.writer import read_manifest, write_output
+from synthesis.ocr_render.config import FontConfig
+from synthesis.ocr_render.source import STEP, RenderSourceConfig, rendered_source
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "jobs"))
+import render_ocr  # noqa: E402
+
+
+def run(spark, out: Path, **changes) -> dict:
+    cfg = RenderSourceConfig(count=10, seed=21, **changes)
+    write_output(rendered_source(spark, cfg), str(out), steps=[STEP], config=dataclasses.asdict(cfg), card=False)
+    return read_manifest(out)
+
+
+def test_same_seed_same_bytes_across_runs_and_partitions(spark, tmp_path):
+    one = run(spark, tmp_path / "p1", partitions=1)
+    three = run(spark, tmp_path / "p3", partitions=3)
+    again = run(spark, tmp_path / "again", partitions=3)
+    other = run(spark, tmp_path / "seed", partitions=3, seed=22)
+    digests = lambda m: [s["sha256"] for s in m["shards"]]  # noqa: E731
+    assert one["rows"] >= 10 and digests(one) == digests(three) == digests(again)
+    assert digests(other) != digests(one)
+    table = pq.read_table(tmp_path / "p1" / one["shards"][0]["path"])
+    assert table.schema.equals(schema.SCHEMA, check_metadata=False)
+    assert schema.validate_table(table) == {}
+    indices = {json.loads(e)["index"] for e in table.column("extra").to_pylist()}
+    assert indices == set(range(10))
+
+
+def test_samples_without_a_covering_font_are_rejected_with_a_reason(spark, tmp_path):
+    latin = latin_only_face()
+    fonts_dir = tmp_path / "fonts"
+    fonts_dir.mkdir()
+    os.symlink(latin.path, fonts_dir / os.path.basename(latin.path))
+    out = tmp_path / "out"
+    manifest = render_ocr.main([
+        "count=12", f"output={out}", "seed=5", "partitions=2", "card=false",
+        f"fonts.folders=[{fonts_dir}]", "fonts.use_system=false", "languages={en: 1, zh: 1}",
+    ])
+    funnel = json.loads((out / "_funnel.json").read_text())
+    step = funnel["steps"][0]
+    rejected = step["rejected"].get("no_font_covers_text", 0)
+    assert rejected > 0 and step["in"] == step["out"] + rejected
+    rejects = pq.read_table(out / "_rejects").to_pylist()
+    assert len(rejects) == rejected == manifest["rejects"]["rows"]
+    assert {r["step"] for r in rejects} == {STEP} and all("covers" in r["detail"] for r in rejects)
+    kept = pq.read_table(out / manifest["shards"][0]["path"]).to_pylist()
+    assert kept and {r["lang"] for r in kept} == {"en"}
+    assert all(json.loads(r["extra"])["fonts"] == [latin.name] for r in kept)
+    indices = {json.loads(r["extra"])["index"] for r in kept} | {int(r["origin"].rsplit(":", 1)[1]) for r in rejects}
+    assert indices == set(range(12))
+
+
+def test_unknown_key_names_valid_keys():
+    from curation.config import ConfigError
+
+    with pytest.raises(ConfigError, match="layout.weights"):
+        render_ocr.main(["count=1", "layout.weight={line: 1}"])

@@ -1,0 +1,166 @@
+"""The tiny Keye model: exact packing, ViT attention segments, training step, generation."""
+
+from __future__ import annotations
+
+import torch
+
+from training.processor import collate_packed
+
+
+def test_packed_logits_equal_each_sample_alone(tiny_model, processor, mixed_rows):
+    samples = [processor(row) for row in mixed_rows]
+    kinds = [(len(s.image_grid_thw), len(s.video_grid_thw)) for s in samples]
+    assert kinds[:4] == [(0, 0), (1, 0), (2, 0), (0, 1)]  # text, one image, two images, a video
+    assert samples[2].image_grid_thw[0].tolist() != samples[2].image_grid_thw[1].tolist()
+    with torch.no_grad():
+        packed = tiny_model(**collate_packed(samples))
+        start = 0
+        total_loss = 0.0
+        total_tokens = 0
+        for sample in samples:
+            alone = tiny_model(**sample.model_inputs())
+            end = start + len(sample.input_ids)
+            diff = (packed.logits[0, start:end] - alone.logits[0]).abs().max().item()
+            assert diff <= 1e-4, f"sample {samples.index(sample)} differs by {diff}"
+            total_loss += alone.loss.item() * alone.num_loss_tokens.item()
+            total_tokens += alone.num_loss_tokens.item()
+            start = end
+    # the label shift never crosses a sample: the packed loss is the token-weighted mean of the parts
+    assert packed.num_loss_tokens.item() == total_tokens
+    assert abs(packed.loss.item() - total_loss / total_tokens) < 1e-4
+
+
+def test_positions_derived_by_the_model_equal_the_processors(tiny_model, processor, mixed_rows):
+    samples = [processor(row) for row in mixed_rows]
+    batch = collate_packed(samples)
+    given = batch.pop("position_ids")
+    with torch.no_grad():
+        with_given = tiny_model(**batch, position_ids=given).logits
+        derived = tiny_model(**batch).logits
+    assert torch.equal(with_given, derived)
+
+
+def test_vit_segments_images_apart_and_video_frames_together(tiny_model):
+    torch.manual_seed(1)
+    visual = tiny_model.visual
+    grids = [(1, 4, 6), (3, 2, 4), (1, 2, 2)]  # an image, a 3-frame video, another image
+    sizes = [24, 24, 4]
+    pixels = torch.randn(sum(sizes), 588)
+    with torch.no_grad():
+        base = visual(pixels, grids)
+        # change frame 0 of the video only
+        changed = pixels.clone()
+        changed[24:32] += 1.0
+        out = visual(changed, grids)
+    image_a, video, image_b = base.split(sizes)
+    image_a2, video2, image_b2 = out.split(sizes)
+    assert torch.equal(image_a, image_a2) and torch.equal(image_b, image_b2)  # other items untouched
+    assert not torch.allclose(video[16:], video2[16:])  # frame 2 sees frame 0: one segment per video
+    # and a packed ViT pass equals one pass per item
+    with torch.no_grad():
+        singles = [visual(p, [g]) for p, g in zip(pixels.split(sizes), grids)]
+    assert (torch.cat(singles) - base).abs().max() <= 1e-5
+
+
+def test_padded_batch_equals_each_sample_alone(tiny_model, processor, mixed_rows):
+    a, b = processor(mixed_rows[0]), processor(mixed_rows[1])
+    length = max(len(a.input_ids), len(b.input_ids))
+    pad = processor.endoftext_id
+    ids = torch.full((2, length), pad)
+    mask = torch.zeros(2, length, dtype=torch.long)
+    ids[0, : len(a.input_ids)] = a.input_ids  # right padding
+    mask[0, : len(a.input_ids)] = 1
+    ids[1, : len(b.input_ids)] = b.input_ids
+    mask[1, : len(b.input_ids)] = 1
+    with torch.no_grad():
+        batch = tiny_model(ids, attention_mask=mask, pixel_values=b.pixel_values, image_grid_thw=b.image_grid_thw)
+        alone_a = tiny_model(**a.model_inputs()).logits[0]
+        alone_b = tiny_model(**b.model_inputs()).logits[0]
+    assert (batch.logits[0, : len(a.input_ids)] - alone_a).abs().max() <= 1e-4
+    assert (batch.logits[1, : len(b.input_ids)] - alone_b).abs().max() <= 1e-4
+
+
+def test_training_step_with_gradient_checkpointing(tiny_config, processor, mixed_rows):
+    from training.model import KeyeForConditionalGeneration
+
+    batch = collate_packed([processor(row) for row in mixed_rows])
+    torch.manual_seed(0)
+    plain = KeyeForConditionalGeneration(tiny_config).train()
+    torch.manual_seed(0)
+    checkpointed = KeyeForConditionalGeneration(tiny_config).train()
+    checkpointed.activation_checkpointing_enable({"use_reentrant": False})
+    assert checkpointed.is_activation_checkpointing
+    assert all(layer.gradient_checkpointing for layer in checkpointed.model.layers)
+    assert all(block.gradient_checkpointing for block in checkpointed.visual.vision_model.encoder.layers)
+    plain(**batch).loss.backward()
+    checkpointed(**batch).loss.backward()
+    for (name, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
+        assert p.grad is not None or name.startswith(("visual.vision_model.head", "visual.vision_model.embeddings.packing")), name
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), name
+    # the projector and the ViT learn through the scattered embeddings
+    assert plain.mlp_AR.linear_1.weight.grad.abs().sum() > 0
+    assert plain.visual.vision_model.encoder.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+    optimizer = torch.optim.AdamW(checkpointed.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss = checkpointed(**batch).loss
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 1.0, losses
+
+
+def _prompt(processor, row):
+    prompt = dict(row)
+    prompt["messages"] = [m for m in row["messages"] if m["role"] != "assistant"]
+    return processor(prompt, add_generation_prompt=True).model_inputs()
+
+
+def test_generate_with_image_and_video_cache_matches_recompute(tiny_model, processor, mixed_rows):
+    for row in (mixed_rows[2], mixed_rows[3]):  # two images / a video
+        inputs = _prompt(processor, row)
+        vision = {k: inputs[k] for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")}
+        cached = tiny_model.generate(inputs["input_ids"], max_new_tokens=6, eos_token_id=[], **vision)
+        recomputed = tiny_model.generate(inputs["input_ids"], max_new_tokens=6, eos_token_id=[], use_cache=False, **vision)
+        assert cached.shape == (1, inputs["input_ids"].shape[1] + 6)
+        assert torch.equal(cached, recomputed)
+        assert torch.equal(cached[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+
+
+def test_sampled_generate_is_seeded_and_cache_consistent(tiny_model, processor, mixed_rows):
+    inputs = _prompt(processor, mixed_rows[1])
+    vision = {"pixel_values": inputs["pixel_values"], "image_grid_thw": inputs["image_grid_thw"]}
+    kw = dict(max_new_tokens=8, do_sample=True, temperature=1.5, top_k=50, top_p=0.95, eos_token_id=[])
+    runs = [
+        tiny_model.generate(inputs["input_ids"], generator=torch.Generator().manual_seed(7), **kw, **vision),
+        tiny_model.generate(inputs["input_ids"], generator=torch.Generator().manual_seed(7), **kw, **vision),
+        tiny_model.generate(inputs["input_ids"], generator=torch.Generator().manual_seed(7), use_cache=False, **kw, **vision),
+    ]
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+    greedy = tiny_model.generate(inputs["input_ids"], max_new_tokens=8, eos_token_id=[], **vision)
+    assert not torch.equal(runs[0], greedy)  # temperature 1.5 on a random model: sampling differs
+
+
+def test_generate_stops_at_eos(tiny_model, processor, mixed_rows):
+    inputs = _prompt(processor, mixed_rows[0])
+    first = tiny_model.generate(inputs["input_ids"], max_new_tokens=1, eos_token_id=[])[0, -1].item()
+    out = tiny_model.generate(inputs["input_ids"], max_new_tokens=5, eos_token_id=first)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 1 and out[0, -1].item() == first
+
+
+def test_left_padded_generation_matches_single(tiny_model, processor, mixed_rows):
+    a = _prompt(processor, mixed_rows[0])["input_ids"][0]
+    b = a[:-5]  # a shorter prompt, left-padded in the batch
+    length = max(len(a), len(b))
+    ids = torch.zeros(2, length, dtype=torch.long)
+    mask = torch.zeros(2, length, dtype=torch.long)
+    for row, seq in enumerate((a, b)):
+        ids[row, length - len(seq):] = seq
+        mask[row, length - len(seq):] = 1
+    both = tiny_model.generate(ids, attention_mask=mask, max_new_tokens=4, eos_token_id=[])
+    for row, seq in enumerate((a, b)):
+        single = tiny_model.generate(seq.view(1, -1), max_new_tokens=4, eos_token_id=[])
+        assert torch.equal(both[row, length:], single[0, len(seq):])

@@ -57,7 +57,8 @@ def permutations(num_perm: int = 128, seed: int = 1, scheme: Scheme = "affine32"
 
 def shingle_hashes(shingles: Iterable[str]) -> np.ndarray:
     """32-bit hashes of shingles: the first 4 bytes of SHA-1 of the UTF-8 text, little endian."""
-    digest = b"".join(hashlib.sha1(s.encode("utf-8")).digest()[:4] for s in shingles)
+    sha1 = hashlib.sha1
+    digest = b"".join([sha1(s.encode("utf-8")).digest()[:4] for s in shingles])
     return np.frombuffer(digest, dtype="<u4").astype(np.uint32)
 
 
@@ -90,19 +91,24 @@ def signatures(hash_sets: Sequence[np.ndarray], perms: Permutations, max_cells: 
         docs = [i for i in range(start, stop) if sizes[i]]
         if docs:
             flat = np.concatenate([hash_sets[i] for i in docs]).astype(np.uint32, copy=False)
-            values = _permute(flat, perms)  # (shingles, num_perm)
+            values = _permute(flat, perms)  # (num_perm, shingles)
             offsets = np.concatenate([[0], np.cumsum(sizes[docs])[:-1]])
-            out[docs] = np.minimum.reduceat(values, offsets, axis=0)
+            # Reducing along the contiguous last axis is ~10x faster than along the first.
+            out[docs] = np.minimum.reduceat(values, offsets, axis=1).T
         start = stop
     return out
 
 
 def _permute(h: np.ndarray, perms: Permutations) -> np.ndarray:
+    """(num_perm, shingles) permuted hash values."""
     if perms.scheme == "affine32":
         # uint32 arithmetic wraps around: that is the mod 2^32.
-        return fmix32(h)[:, None] * perms.a[None, :] + perms.b[None, :]
-    h64 = h.astype(np.uint64)[:, None]
-    values = (h64 * perms.a[None, :] + perms.b[None, :]) % _MERSENNE
+        values = np.multiply.outer(perms.a, fmix32(h))
+        values += perms.b[:, None]
+        return values
+    values = np.multiply.outer(perms.a, h.astype(np.uint64))
+    values += perms.b[:, None]
+    values %= _MERSENNE
     return (values & _LOW32).astype(np.uint32)
 
 

@@ -13,6 +13,7 @@ import unicodedata
 from typing import Literal
 
 _WORD = re.compile(r"\w+")
+_SPACE = re.compile(r"\s+")
 # Han, kana, hangul: scripts written without spaces between words.
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
@@ -20,12 +21,14 @@ Script = Literal["auto", "words", "chars"]
 
 
 def normalize(text: str) -> str:
+    if text.isascii():  # NFKC leaves ASCII as it is; skipping it is a large share of the cost
+        return text.lower()
     return unicodedata.normalize("NFKC", text).lower()
 
 
 def is_cjk(text: str, min_ratio: float = 0.3) -> bool:
     """True when at least `min_ratio` of the non-space characters are CJK."""
-    letters = len(text) - sum(1 for c in text if c.isspace())
+    letters = len(text) - sum(len(m) for m in _SPACE.findall(text))
     return letters > 0 and len(_CJK.findall(text)) >= min_ratio * letters
 
 
@@ -42,7 +45,7 @@ def shingles(
     still match their exact copies.
     """
     text = normalize(text or "")
-    use_chars = script == "chars" or (script == "auto" and is_cjk(text, cjk_ratio))
+    use_chars = script == "chars" or (script == "auto" and not text.isascii() and is_cjk(text, cjk_ratio))
     if use_chars:
         # Spaces and punctuation carry no content in CJK text; dropping them makes re-spacing and
         # re-punctuation invisible.
@@ -55,7 +58,8 @@ def shingles(
     n = word_ngram
     if len(words) <= n:
         return {" ".join(words)} if words else set()
-    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+    # zip over n shifted views: the n-grams without a Python-level loop per position.
+    return set(map(" ".join, zip(*(words[k:] for k in range(n)))))
 
 
 def jaccard(a: set, b: set) -> float:

@@ -8,6 +8,7 @@ are cached per Python worker. A sample no font can draw becomes a rejected row w
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -86,6 +87,9 @@ def render_frame(
     faces: list[fontlib.Face] | None = None,
 ) -> DataFrame:
     """A frame of contract rows plus `_reject` for samples 0..count-1."""
+    # Only the renderer's own settings travel to executors (a job's subclass may live in a module
+    # that executors cannot import).
+    cfg = RenderConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RenderConfig)})
     faces = faces if faces is not None else discover_fonts(cfg)
     parts = partitions or spark.sparkContext.defaultParallelism
     ids = spark.range(0, count, 1, numPartitions=max(1, min(parts, count or 1)))

@@ -24,7 +24,7 @@ import render_ocr  # noqa: E402
 
 
 def run(spark, out: Path, **changes) -> dict:
-    cfg = RenderSourceConfig(count=10, seed=21, **changes)
+    cfg = RenderSourceConfig(**{"count": 8, "seed": 21, **changes})
     write_output(rendered_source(spark, cfg), str(out), steps=[STEP], config=dataclasses.asdict(cfg), card=False)
     return read_manifest(out)
 
@@ -32,16 +32,15 @@ def run(spark, out: Path, **changes) -> dict:
 def test_same_seed_same_bytes_across_runs_and_partitions(spark, tmp_path):
     one = run(spark, tmp_path / "p1", partitions=1)
     three = run(spark, tmp_path / "p3", partitions=3)
-    again = run(spark, tmp_path / "again", partitions=3)
     other = run(spark, tmp_path / "seed", partitions=3, seed=22)
     digests = lambda m: [s["sha256"] for s in m["shards"]]  # noqa: E731
-    assert one["rows"] >= 10 and digests(one) == digests(three) == digests(again)
+    assert one["rows"] >= 8 and digests(one) == digests(three)
     assert digests(other) != digests(one)
     table = pq.read_table(tmp_path / "p1" / one["shards"][0]["path"])
     assert table.schema.equals(schema.SCHEMA, check_metadata=False)
     assert schema.validate_table(table) == {}
     indices = {json.loads(e)["index"] for e in table.column("extra").to_pylist()}
-    assert indices == set(range(10))
+    assert indices == set(range(8))
 
 
 def test_samples_without_a_covering_font_are_rejected_with_a_reason(spark, tmp_path):
@@ -51,7 +50,7 @@ def test_samples_without_a_covering_font_are_rejected_with_a_reason(spark, tmp_p
     os.symlink(latin.path, fonts_dir / os.path.basename(latin.path))
     out = tmp_path / "out"
     manifest = render_ocr.main([
-        "count=12", f"output={out}", "seed=5", "partitions=2", "card=false",
+        "count=10", f"output={out}", "seed=5", "partitions=2", "card=false",
         f"fonts.folders=[{fonts_dir}]", "fonts.use_system=false", "languages={en: 1, zh: 1}",
     ])
     funnel = json.loads((out / "_funnel.json").read_text())
@@ -65,7 +64,7 @@ def test_samples_without_a_covering_font_are_rejected_with_a_reason(spark, tmp_p
     assert kept and {r["lang"] for r in kept} == {"en"}
     assert all(json.loads(r["extra"])["fonts"] == [latin.name] for r in kept)
     indices = {json.loads(r["extra"])["index"] for r in kept} | {int(r["origin"].rsplit(":", 1)[1]) for r in rejects}
-    assert indices == set(range(12))
+    assert indices == set(range(10))
 
 
 def test_unknown_key_names_valid_keys():

@@ -103,3 +103,23 @@ def test_from_parts_vision_without_rope_matches_siglip_embeddings(parts):
         ours = model.visual.vision_model.embeddings(patches, [(1, 4, 4)])
         theirs = siglip.embeddings(image)[0]
     assert (ours - theirs).abs().max() <= 1e-5
+
+
+def test_from_parts_reads_the_hub_siglip_layout(parts, tmp_path):
+    """The hub's so400m-patch14-384 is a full SiglipModel: `vision_model.*` plus a text tower and
+    logit scale/bias, which Keye does not take."""
+    import shutil
+
+    siglip_dir, qwen_dir, siglip, _ = parts
+    hub = tmp_path / "siglip_hub"
+    hub.mkdir()
+    shutil.copy(siglip_dir / "config.json", hub / "config.json")
+    tensors = {"vision_model." + k: v.contiguous() for k, v in siglip.state_dict().items()}
+    tensors["text_model.embeddings.token_embedding.weight"] = torch.zeros(8, 4)
+    tensors["logit_scale"] = torch.zeros(1)
+    save_file(tensors, hub / "model.safetensors", metadata={"format": "pt"})
+    model, report = build_from_parts(hub, qwen_dir)
+    state = model.state_dict()
+    for name, tensor in siglip.state_dict().items():
+        assert torch.equal(state["visual.vision_model." + name], tensor), name
+    assert not any("text_model" in n or "logit" in n for n in report["copied"])

@@ -42,13 +42,15 @@ def varlen_attention(
     scale: float,
     dropout: float = 0.0,
 ) -> torch.Tensor:
-    """q (total, H, D), k/v (total, Hkv, D) -> (total, H, D); attention stays inside each segment."""
-    cu_seqlens = cu_seqlens.to(device=q.device, dtype=torch.int32)
+    """q (total, H, D), k/v (total, Hkv, D) -> (total, H, D); attention stays inside each segment.
+
+    Keep `cu_seqlens` on the CPU where you can: the segment lengths are read on the host."""
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
     if flash_available(q):
+        offsets = cu_seqlens.to(device=q.device, dtype=torch.int32)
         max_len = max(lengths)
         return flash_attn_varlen_func(
-            q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, dropout_p=dropout, softmax_scale=scale, causal=causal
+            q, k, v, offsets, offsets, max_len, max_len, dropout_p=dropout, softmax_scale=scale, causal=causal
         )
     num_heads = q.shape[1]
     outputs = []

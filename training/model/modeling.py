@@ -26,7 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
-from transformers import initialization as init
+
+try:  # transformers 5: init functions that respect the "already loaded" flags
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x
+    from torch.nn import init
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3RMSNorm
 from transformers.models.siglip.modeling_siglip import SiglipMultiheadAttentionPoolingHead
@@ -226,8 +230,10 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
         use_cache: bool = False,
         rope_deltas: torch.Tensor | None = None,
         logits_to_keep: int = 0,
-        **_: Any,
+        return_logits: bool = True,
     ) -> KeyeCausalLMOutput:
+        """`return_logits=False` with labels projects only the positions that carry a label through
+        lm_head (training: saves the (tokens x vocab) logits of prompts and vision tokens)."""
         batch, length = input_ids.shape
         if cu_seqlens is not None and (batch != 1 or past_key_values is not None or attention_mask is not None):
             raise ValueError("packed input (cu_seqlens) is one row (1, total), without cache or attention_mask")
@@ -257,14 +263,18 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
             embeds,
             position_ids,
             attention_mask=mask,
-            cu_seqlens=cu_seqlens.to(input_ids.device) if cu_seqlens is not None else None,
+            cu_seqlens=cu_seqlens,
             past_key_values=past_key_values,
         )
-        logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-
-        loss = num_loss_tokens = None
-        if labels is not None:
-            loss, num_loss_tokens = self.lm_loss(logits, labels, cu_seqlens)
+        loss = num_loss_tokens = logits = None
+        if labels is not None and not return_logits:
+            targets = self.shift_labels(labels, cu_seqlens)
+            keep = targets != IGNORE_INDEX
+            loss, num_loss_tokens = self._cross_entropy(self.lm_head(hidden[keep]), targets[keep])
+        else:
+            logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+            if labels is not None:
+                loss, num_loss_tokens = self.lm_loss(logits, labels, cu_seqlens)
         return KeyeCausalLMOutput(
             loss=loss,
             logits=logits,
@@ -285,11 +295,12 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
 
     def lm_loss(self, logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor | None = None):
         """Mean next-token cross-entropy over the tokens with a label (fp32 logits)."""
-        targets = self.shift_labels(labels, cu_seqlens)
+        return self._cross_entropy(logits.reshape(-1, logits.shape[-1]), self.shift_labels(labels, cu_seqlens).reshape(-1))
+
+    @staticmethod
+    def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         count = (targets != IGNORE_INDEX).sum()
-        total = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
+        total = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
         return total / count.clamp(min=1), count
 
     # --- generation -----------------------------------------------------------------------------

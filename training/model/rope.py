@@ -159,19 +159,19 @@ class MultimodalRotaryEmbedding(torch.nn.Module):
 
     def __init__(self, head_dim: int, theta: float, mrope_section: Sequence[int]):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        axis = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(mrope_section)])
-        if axis.numel() != head_dim // 2:
+        if sum(mrope_section) != head_dim // 2:
             raise ValueError(f"mrope_section {list(mrope_section)} must sum to head_dim/2 = {head_dim // 2}")
-        self.register_buffer("axis_of_freq", axis, persistent=False)
+        # Plain attributes, not buffers: the tables are recomputed in fp32 on every call, so they
+        # survive meta-device construction (from_pretrained) and model.to(bfloat16) unchanged.
+        self.head_dim, self.theta, self.mrope_section = head_dim, float(theta), list(mrope_section)
 
     @torch.no_grad()
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """position_ids (3, B, L) -> cos, sin (B, L, head_dim)."""
-        inv_freq = self.inv_freq.float().to(position_ids.device)
+        device = position_ids.device
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, device=device).float() / self.head_dim))
         freqs = position_ids[..., None].float() * inv_freq  # (3, B, L, hd/2)
-        axis = self.axis_of_freq.to(position_ids.device)
+        axis = torch.cat([torch.full((n,), i, dtype=torch.long, device=device) for i, n in enumerate(self.mrope_section)])
         freqs = freqs.gather(0, axis.view(1, 1, 1, -1).expand(1, *freqs.shape[1:])).squeeze(0)
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -187,18 +187,17 @@ class VisionRotaryEmbedding(torch.nn.Module):
 
     def __init__(self, head_dim: int, theta: float = 10000.0):
         super().__init__()
-        dim = head_dim // 2
-        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.dim, self.theta = head_dim // 2, float(theta)  # not buffers: see MultimodalRotaryEmbedding
 
     @torch.no_grad()
-    def forward(self, grid_thw: Sequence[tuple[int, int, int]], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.inv_freq.device
+    def forward(
+        self, grid_thw: Sequence[tuple[int, int, int]], dtype: torch.dtype, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         rows, cols = [], []
         for t, h, w in grid_thw:
             rows.append(torch.arange(h, device=device).view(1, h, 1).expand(t, h, w).flatten())
             cols.append(torch.arange(w, device=device).view(1, 1, w).expand(t, h, w).flatten())
-        inv_freq = self.inv_freq.float()
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.dim, 2, device=device).float() / self.dim))
         angles = torch.cat(
             [torch.cat(rows)[:, None].float() * inv_freq, torch.cat(cols)[:, None].float() * inv_freq], dim=-1
         )

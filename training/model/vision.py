@@ -133,10 +133,9 @@ class KeyeVisionTransformer(nn.Module):
         sizes = [t * h * w for t, h, w in grid_thw]
         if sum(sizes) != pixel_values.shape[0]:
             raise ValueError(f"grids cover {sum(sizes)} patches but pixel_values has {pixel_values.shape[0]}")
-        cu_seqlens = F.pad(torch.tensor(sizes, device=pixel_values.device).cumsum(0), (1, 0)).to(torch.int32)
+        cu_seqlens = F.pad(torch.tensor(sizes).cumsum(0), (1, 0)).to(torch.int32)  # on the host: see varlen_attention
         hidden_states = self.embeddings(pixel_values, grid_thw)
-        cos, sin = self.rotary(grid_thw, torch.float32)
-        cos, sin = cos.to(hidden_states.device), sin.to(hidden_states.device)
+        cos, sin = self.rotary(grid_thw, torch.float32, hidden_states.device)
         for layer in self.encoder.layers:
             hidden_states = layer(hidden_states, cu_seqlens, cos, sin)
         return self.post_layernorm(hidden_states)

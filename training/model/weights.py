@@ -29,6 +29,10 @@ NEWLY_INITIALISED = (
 )
 
 
+# first names of a SigLIP vision tower's tensors when saved without the `vision_model.` prefix
+VISION_PARTS = ("embeddings.", "encoder.", "post_layernorm.", "head.")
+
+
 def read_safetensors(folder: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint folder (model.safetensors or a sharded index)."""
     folder = Path(folder)
@@ -114,8 +118,12 @@ def build_from_parts(
 
     sources: dict[str, torch.Tensor] = {}
     for key, tensor in vision.items():
-        # a full SiglipModel also carries text_model.*, logit_*; old files a position_ids buffer
-        if key.startswith("vision_model.") and not key.endswith(".position_ids"):
+        if key.endswith(".position_ids"):  # a buffer some older files carry
+            continue
+        if key.startswith(VISION_PARTS):  # SiglipVisionModel as transformers 5 saves it (flat)
+            key = "vision_model." + key
+        # a full SiglipModel (the hub's so400m) also carries text_model.*, logit_*: not ours
+        if key.startswith("vision_model."):
             sources["visual." + key] = tensor
     for key, tensor in text.items():
         if key.startswith(("model.", "lm_head.")):

@@ -1,0 +1,49 @@
+# keyeforge: set-up, demo and tests. `make demo` and `make test` each set up what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# System packages the tests need: Java for Spark, CJK fonts for OCR rendering, a font without CJK
+# glyphs for the no-tofu test.
+APT_PACKAGES := openjdk-17-jre-headless fonts-wqy-microhei fonts-noto-cjk fonts-dejavu-core
+
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export TORCH_EXTENSIONS_DIR := $(abspath .torch_extensions)
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+.PHONY: setup system-packages demo test test-all clean
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages: $$missing"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: keyeforge needs Python 3.11"; exit 1; }
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# The main job on the embedded default: local Spark over the bundled sample corpus.
+demo: setup
+	$(VENV)/bin/spark-submit jobs/build_pretrain.py
+	@echo "shards, funnel, rejects and card: out/pretrain (open out/pretrain/card/index.html)"
+
+test: setup
+	$(PY) -m pytest
+
+# Including the tests marked slow (benchmarks-sized runs).
+test-all: setup
+	$(PY) -m pytest -m ''
+
+clean:
+	rm -rf out .pytest_cache .torch_extensions spark-warehouse

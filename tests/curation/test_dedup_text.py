@@ -20,6 +20,7 @@ from curation.dedup.near_text import (
     STEP,
     NearTextDedupConfig,
     candidate_pairs,
+    kept_texts,
     near_dedup_text,
     text_signatures,
 )
@@ -110,8 +111,9 @@ def truth(corpus):
 @pytest.fixture(scope="module")
 def pairs(spark, corpus):
     cfg = NearTextDedupConfig(threshold=THRESHOLD)
-    sigs = text_signatures(spark.read.parquet(corpus["glob"]), cfg).localCheckpoint()
-    return {frozenset((r["src"], r["dst"])) for r in candidate_pairs(sigs, cfg).collect()}
+    df = spark.read.parquet(corpus["glob"])
+    sigs = text_signatures(df, cfg).localCheckpoint()
+    return {frozenset((r["src"], r["dst"])) for r in candidate_pairs(sigs, cfg, kept_texts(df)).collect()}
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

@@ -86,7 +86,8 @@ def write_output(
     staged_path = str(out / STAGING)
     marked = with_reject_column(df).select(*schema.COLUMNS, REJECT)
     marked.write.mode("overwrite").parquet(staged_path)
-    staged = spark.read.parquet(staged_path)
+    # Read the files, not the folder: Spark skips folders whose names start with "_".
+    staged = spark.read.parquet(f"{staged_path}/*.parquet")
 
     funnel = compute_funnel(staged, steps)
     (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
@@ -187,6 +188,9 @@ def write_shards(
     keyed = keyed.repartition(n_shards, "_shard").sortWithinPartitions("_shard", *sort)
     job = _ShardJob(folder, arrow_schema, writer.row_group_rows, writer.compression)
     stats = keyed.mapInArrow(job, _SHARD_STATS).collect()
+    if not stats:  # nothing kept: still one (empty) shard, so readers find the schema
+        empty = pa.RecordBatch.from_pylist([], schema=arrow_schema.append(pa.field("_shard", pa.int32())))
+        stats = [job._write(0, [empty]).to_pylist()[0]]
     return [
         {"path": Path(r["path"]).name, "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]}
         for r in sorted(stats, key=lambda r: r["shard"])

@@ -77,39 +77,52 @@ class _SignatureBatches:
         self.bands, self.rows = cfg.band_shape()
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        cfg = self.cfg
-        perms = minhash.permutations(cfg.num_perm, cfg.seed, cfg.scheme)
+        perms = minhash.permutations(self.cfg.num_perm, self.cfg.seed, self.cfg.scheme)
         for batch in batches:
-            hash_sets = [
-                minhash.shingle_hashes(shingles(t, cfg.word_ngram, cfg.char_ngram, cfg.script, cfg.cjk_ratio))
-                for t in batch["text"]
-            ]
+            hash_sets = [_shingle_hashes(t, self.cfg) for t in batch["text"]]
             has_text = np.fromiter((len(h) > 0 for h in hash_sets), dtype=bool, count=len(hash_sets))
             sigs = minhash.signatures([h for h, ok in zip(hash_sets, has_text) if ok], perms)
             keys = lsh.band_keys(sigs, self.bands, self.rows)
             yield pd.DataFrame(
-                {
-                    "id": batch["id"][has_text].to_numpy(),
-                    "sig": [s.astype("<u4").tobytes() for s in sigs],
-                    "keys": list(keys),
-                    # Sorted unique shingle hashes, for exact confirmation of candidates.
-                    "shingles": [np.unique(h).astype("<u4").tobytes() for h, ok in zip(hash_sets, has_text) if ok],
-                }
+                {"id": batch["id"][has_text].to_numpy(), "sig": [s.astype("<u4").tobytes() for s in sigs], "keys": list(keys)}
             )
 
 
-SIGNATURE_SCHEMA = "id string, sig binary, keys array<long>, shingles binary"
+class _ShingleSets:
+    """mapInPandas function: (id, text) -> (id, sorted unique shingle hashes as bytes)."""
+
+    def __init__(self, cfg: NearTextDedupConfig):
+        self.cfg = cfg
+
+    def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            sets = [np.unique(_shingle_hashes(t, self.cfg)).astype("<u4").tobytes() for t in batch["text"]]
+            yield pd.DataFrame({"id": batch["id"].to_numpy(), "shingles": sets})
+
+
+def _shingle_hashes(text: str, cfg: NearTextDedupConfig) -> np.ndarray:
+    return minhash.shingle_hashes(shingles(text, cfg.word_ngram, cfg.char_ngram, cfg.script, cfg.cjk_ratio))
+
+
+SIGNATURE_SCHEMA = "id string, sig binary, keys array<long>"
+
+
+def kept_texts(df: DataFrame) -> DataFrame:
+    """(id, text) of the rows still kept."""
+    return with_reject_column(df).where(is_kept()).select("id", row_text().alias("text"))
 
 
 def text_signatures(df: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
-    """Per kept row with text: id, sig (num_perm little-endian uint32), keys (one long per band),
-    shingles (its sorted unique shingle hashes, little-endian uint32)."""
-    texts = with_reject_column(df).where(is_kept()).select("id", row_text().alias("text"))
-    return texts.mapInPandas(_SignatureBatches(cfg), SIGNATURE_SCHEMA)
+    """Per kept row with text: id, sig (num_perm little-endian uint32), keys (one long per band)."""
+    return kept_texts(df).mapInPandas(_SignatureBatches(cfg), SIGNATURE_SCHEMA)
 
 
-def candidate_pairs(signatures: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
-    """(src, dst) pairs of rows that share a band key, confirmed by signature agreement."""
+def candidate_pairs(signatures: DataFrame, cfg: NearTextDedupConfig, texts: DataFrame | None = None) -> DataFrame:
+    """(src, dst) pairs of rows that share a band key, confirmed by their Jaccard similarity.
+
+    Exact confirmation re-shingles only the rows that are in some candidate pair (from `texts`,
+    the (id, text) frame the signatures came from), so full shingle sets are never stored.
+    """
     buckets = (
         signatures.select("id", F.posexplode("keys").alias("band", "key"))
         .groupBy("band", "key")
@@ -119,11 +132,19 @@ def candidate_pairs(signatures: DataFrame, cfg: NearTextDedupConfig) -> DataFram
     pairs = bucket_pairs(buckets, cfg.all_pairs_bucket).distinct()
     if cfg.verify == "none":
         return pairs
-    column = {"exact": "shingles", "signature": "sig"}.get(cfg.verify)
-    if column is None:
-        raise ValueError(f"near_text.verify must be exact, signature or none; got {cfg.verify!r}")
-    side_a = signatures.select(F.col("id").alias("src"), F.col(column).alias("a"))
-    side_b = signatures.select(F.col("id").alias("dst"), F.col(column).alias("b"))
+    if cfg.verify == "signature":
+        sides = signatures.select("id", F.col("sig").alias("value"))
+    elif cfg.verify == "exact":
+        if texts is None:
+            raise ValueError("exact confirmation needs the (id, text) frame of the signatures")
+        pairs = checkpoint(pairs)
+        members = pairs.select(F.col("src").alias("id")).unionByName(pairs.select(F.col("dst").alias("id"))).distinct()
+        sides = texts.join(members, "id").mapInPandas(_ShingleSets(cfg), "id string, shingles binary")
+        sides = sides.select("id", F.col("shingles").alias("value"))
+    else:
+        raise ValueError(f"near_dedup.verify must be exact, signature or none; got {cfg.verify!r}")
+    side_a = sides.select(F.col("id").alias("src"), F.col("value").alias("a"))
+    side_b = sides.select(F.col("id").alias("dst"), F.col("value").alias("b"))
     joined = pairs.join(side_a, "src").join(side_b, "dst").select("src", "dst", "a", "b")
     return joined.mapInPandas(_Confirm(cfg.verify, cfg.threshold), "src string, dst string")
 
@@ -177,8 +198,9 @@ def near_dedup_text(df: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
     df = with_reject_column(df)
     if not cfg.enabled:
         return df
-    sigs = checkpoint(text_signatures(df, cfg))
-    edges = candidate_pairs(sigs, cfg)
+    texts = kept_texts(df)
+    sigs = checkpoint(texts.mapInPandas(_SignatureBatches(cfg), SIGNATURE_SCHEMA))
+    edges = candidate_pairs(sigs, cfg, texts)
     components = connected_components(edges, cfg.max_rounds)
     return reject_duplicates(df, components, STEP, REASON, cfg.keep_by)
 

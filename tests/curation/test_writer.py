@@ -113,3 +113,12 @@ def test_rewrite_over_killed_run_and_refuse_foreign_folder(spark, tmp_path):
     with pytest.raises(OutputFolderError, match="no keyeforge job wrote"):
         write_output(marked(spark, 2), str(foreign), ["first", "second"], {}, WRITER, card=False)
     assert (foreign / "thesis.tex").read_text() == "precious"
+
+
+def test_nothing_kept_still_writes_a_readable_empty_shard(spark, tmp_path):
+    frame = with_reject_column(rows_frame(spark, rows(10)))
+    frame = reject_where(frame, F.lit(True), "all", "everything")
+    manifest = write_output(frame, str(tmp_path / "e"), ["all"], {}, WRITER, card=True)
+    assert [s["rows"] for s in manifest["shards"]] == [0]
+    assert pq.read_table(tmp_path / "e" / "part-00000.parquet").schema.equals(schema.SCHEMA, check_metadata=True)
+    assert manifest["rejects"]["rows"] == 10

@@ -12,6 +12,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TORCH_EXTENSIONS_DIR := $(abspath .torch_extensions)
 export SPARK_LOCAL_IP ?= 127.0.0.1
+export SPARK_CONF_DIR ?= $(abspath configs/spark)
 
 .PHONY: setup system-packages demo test test-all clean
 

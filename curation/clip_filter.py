@@ -49,6 +49,7 @@ class ClipConfig:
     top_fraction: float = 0.9
     kinds: list[str] = field(default_factory=lambda: ["caption"])
     batch_size: int = 32
+    partitions: int = 0  # tasks for scoring; 0: twice the cluster's default parallelism
     precision: str = "auto"  # auto: fp32 on CPU, fp16 on GPU; or fp32 / fp16 / bf16
     seed: int = 0  # initialises tiny-random
 
@@ -178,6 +179,10 @@ def score(df: DataFrame, cfg: ClipConfig) -> DataFrame:
     """Fill clip_score for kept rows of the configured kinds that have an image and text."""
     resolve_weights(cfg)  # fail fast, on the driver, with a readable message
     df = with_reject_column(df)
+    # Model inference is heavy for its bytes: spread it over every core instead of letting
+    # adaptive execution coalesce the (small) upstream shuffle into one task.
+    partitions = cfg.partitions or 2 * df.sparkSession.sparkContext.defaultParallelism
+    df = df.repartition(partitions)
     return df.mapInArrow(_Scorer(cfg), df.schema)
 
 

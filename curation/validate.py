@@ -145,7 +145,10 @@ class _Validator:
             for row in rows:
                 if row[REJECT] is not None:
                     continue
-                problem = check_row(row, self.cfg)
+                try:
+                    problem = check_row(row, self.cfg)
+                except Exception as exc:  # a malformed row must not stop the job: refuse it
+                    problem = ("row_malformed", f"{type(exc).__name__}: {exc}"[:300])
                 if problem:
                     row[REJECT] = {"step": STEP, "reason": problem[0], "detail": problem[1]}
             yield pa.RecordBatch.from_pylist(rows, schema=batch.schema)

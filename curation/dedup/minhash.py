@@ -1,8 +1,15 @@
 """MinHash signatures, vectorised with numpy over a batch of documents.
 
-The signatures are bit-for-bit those of ``datasketch.MinHash(num_perm, seed)`` fed the same shingles
-(encoded as UTF-8) with its default hash function (the first 4 bytes of SHA-1, little endian), so a
-datasketch user can check or reuse them:
+The signatures are bit-for-bit those of ``datasketch.MinHash(num_perm, seed, hashfunc=...)`` fed the
+same shingles (UTF-8 bytes), so a datasketch user can check or reuse them. Two shingle hashes:
+
+* ``token`` (default, fast): a shingle's hash combines the cached 32-bit hashes of its tokens, so a
+  document costs one dictionary lookup per token and a few numpy operations instead of one SHA-1
+  per shingle. datasketch gets the same values with ``hashfunc=shingle_hash32`` (this module).
+* ``sha1``: datasketch's default hash function (first 4 bytes of SHA-1, little endian), for
+  signatures that equal ``datasketch.MinHash(num_perm, seed)`` with no hashfunc argument.
+
+Permutations (as datasketch's schemes):
 
 * scheme ``affine32`` (datasketch >= 2.0 default): h' = fmix32(h), value_k = a_k * h' + b_k mod 2^32;
 * scheme ``legacy`` (datasketch < 2.0): value_k = ((a_k * h + b_k) mod 2^64 mod (2^61 - 1)) & (2^32 - 1).
@@ -60,6 +67,62 @@ def shingle_hashes(shingles: Iterable[str]) -> np.ndarray:
     sha1 = hashlib.sha1
     digest = b"".join([sha1(s.encode("utf-8")).digest()[:4] for s in shingles])
     return np.frombuffer(digest, dtype="<u4").astype(np.uint32)
+
+
+def sha1_hash32(data: bytes) -> int:
+    """datasketch's default hash: the first 4 bytes of SHA-1, little endian."""
+    return int.from_bytes(hashlib.sha1(data).digest()[:4], "little")
+
+
+_ROTATE = np.uint32(5)
+_MULT = np.uint32(0x9E3779B1)
+_START = np.uint32(0x9747B28C)
+
+
+def _combine_step(h: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """One token into a running shingle hash: h = (rotl(h, 5) ^ t) * golden (mod 2^32)."""
+    return (((h << _ROTATE) | (h >> np.uint32(32 - 5))) ^ t) * _MULT
+
+
+def shingle_hash32(shingle: bytes) -> int:
+    """The `token` hash of one shingle (UTF-8 bytes of space-joined tokens), as datasketch's
+    `hashfunc`: MinHash(hashfunc=shingle_hash32) then gives our signatures."""
+    toks = shingle.decode("utf-8").split(" ")
+    h = np.array([_START], dtype=np.uint32)
+    for tok in toks:
+        h = _combine_step(h, np.array([sha1_hash32(tok.encode("utf-8"))], dtype=np.uint32))
+    return int(fmix32(h ^ np.uint32(len(toks)))[0])
+
+
+class TokenHasher:
+    """Shingle hashes from token lists; token hashes are cached (natural text reuses its words)."""
+
+    def __init__(self, max_cache: int = 2_000_000):
+        self.cache: dict[str, int] = {}
+        self.max_cache = max_cache
+
+    def token_hashes(self, toks: list[str]) -> np.ndarray:
+        cache = self.cache
+        if len(cache) > self.max_cache:
+            cache.clear()
+        values = list(map(cache.get, toks))  # C-level loop; None where a token is new
+        if None in values:
+            for i, tok in enumerate(toks):
+                if values[i] is None:
+                    values[i] = cache.setdefault(tok, sha1_hash32(tok.encode("utf-8")))
+        return np.array(values, dtype=np.uint32)
+
+    def shingle_hashes(self, toks: list[str], n: int) -> np.ndarray:
+        """Hashes of the n-token shingles (one shingle of all tokens when there are <= n)."""
+        if not toks:
+            return np.zeros(0, dtype=np.uint32)
+        t = self.token_hashes(toks)
+        width = min(n, len(t))
+        count = len(t) - width + 1
+        h = np.full(count, _START, dtype=np.uint32)
+        for k in range(width):
+            h = _combine_step(h, t[k : k + count])
+        return fmix32(h ^ np.uint32(width))
 
 
 def fmix32(h: np.ndarray) -> np.ndarray:

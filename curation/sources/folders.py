@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
-from curation.sources.common import IMAGE_EXTENSIONS, SPARK_ROW_TYPE, IngestConfig, caption_from_json, make_caption_row, to_batch
+from curation.sources.common import IMAGE_EXTENSIONS, SPARK_ROW_TYPE, IngestConfig, caption_from_json, make_caption_row, refused, to_batch
 
 CAPTION_EXTENSIONS = (".txt", ".json")
 
@@ -43,9 +43,15 @@ class _FolderReader:
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            rows = [self.row(item) for item in batch.column("item").to_pylist()]
+            rows = [self.safe_row(item) for item in batch.column("item").to_pylist()]
             for start in range(0, len(rows), self.cfg.rows_per_batch):
                 yield to_batch(rows[start : start + self.cfg.rows_per_batch])
+
+    def safe_row(self, item: str) -> dict:
+        try:
+            return self.row(item)
+        except OSError as exc:  # vanished or unreadable file: refuse it, keep going
+            return refused(self.source, item, "unreadable_file", f"{type(exc).__name__}: {exc}")
 
     def row(self, item: str) -> dict:
         path = os.path.join(self.root, item)

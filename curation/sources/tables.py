@@ -27,7 +27,12 @@ def units_of(path: Path, cfg: IngestConfig) -> list[tuple[str, int, int]]:
     units = []
     for f in files:
         if f.suffix == ".parquet":
-            units += [(str(f.resolve()), rg, rg + 1) for rg in range(pq.ParquetFile(f).num_row_groups)]
+            try:
+                groups = pq.ParquetFile(f).num_row_groups
+            except (OSError, pa.ArrowException):
+                units.append((str(f.resolve()), -1, 0))  # unreadable: refused by the reader, with its reason
+                continue
+            units += [(str(f.resolve()), rg, rg + 1) for rg in range(groups)]
         else:
             size = f.stat().st_size
             units += [(str(f.resolve()), s, min(size, s + cfg.jsonl_split_bytes)) for s in range(0, max(size, 1), cfg.jsonl_split_bytes)]
@@ -59,7 +64,11 @@ class _TableReader:
                     yield to_batch(rows)
 
     def parquet_rows(self, file: str, row_group: int, _end: int) -> Iterator[dict]:
-        pf = pq.ParquetFile(file)
+        try:
+            pf = pq.ParquetFile(file)
+        except (OSError, pa.ArrowException) as exc:
+            yield refused(self.source, Path(file).name, "unreadable_table", f"{type(exc).__name__}: {exc}"[:300])
+            return
         offset = sum(pf.metadata.row_group(i).num_rows for i in range(row_group))
         for i, record in enumerate(pf.read_row_group(row_group).to_pylist()):
             yield self.row(file, f"{Path(file).name}#row={offset + i}", record)

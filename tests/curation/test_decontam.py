@@ -9,18 +9,12 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from dedup_fixtures import encode, image_row, local_spark, natural_image, text_rows, variants, write_rows
+from tests.curation.dedup_fixtures import encode, image_row, natural_image, text_rows, variants, write_rows
 
 from curation import schema
 from curation.dedup.benchmarks import BenchmarkConfig, load_benchmark
 from curation.dedup.decontam import REASON, STEP, DecontamConfig, decontaminate, detail, parse_detail
 
-
-@pytest.fixture(scope="module")
-def spark():
-    session = local_spark("test_decontam", partitions=4)
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,11 @@ from math import comb
 
 import numpy as np
 import pytest
-from dedup_fixtures import encode, image_row, local_spark, natural_image, variants, write_rows
+from tests.curation.dedup_fixtures import encode, image_row, natural_image, variants, write_rows
 
 from curation.dedup import image_hash
 from curation.dedup.near_image import REASON, STEP, ImageDedupConfig, image_dedup
 
-
-@pytest.fixture(scope="module")
-def spark():
-    session = local_spark("test_dedup_image", partitions=4)
-    yield session
-    session.stop()
 
 
 def test_pixel_hash_is_the_same_for_lossless_re_encodes_and_differs_for_lossy_ones():

@@ -9,20 +9,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dedup_fixtures import encode, image_row, local_spark, natural_image, planted_corpus, text_rows, variants, write_rows
+from tests.curation.dedup_fixtures import encode, image_row, natural_image, planted_corpus, text_rows, variants, write_rows
 
 from curation import config as configuration
 from curation.writer import read_manifest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from jobs import dedup as dedup_job  # noqa: E402
+from jobs import dedup as dedup_job
 
-
-@pytest.fixture(scope="module")
-def spark():
-    session = local_spark("test_dedup_job", partitions=4)
-    yield session
-    session.stop()
 
 
 def test_job_runs_every_step_and_accounts_for_every_row(spark, tmp_path):

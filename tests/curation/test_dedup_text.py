@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
-from dedup_fixtures import UnionFind, local_spark, planted_corpus, text_rows, write_rows
+from tests.curation.dedup_fixtures import UnionFind, planted_corpus, text_rows, write_rows
 from pyspark.sql import functions as F
 
 from curation.dedup import lsh, minhash
@@ -29,12 +29,6 @@ from curation.steps import reject_where, with_reject_column
 
 THRESHOLD = 0.7
 
-
-@pytest.fixture(scope="module")
-def spark():
-    session = local_spark("test_dedup_text", partitions=4)
-    yield session
-    session.stop()
 
 
 # --- no Spark -----------------------------------------------------------------------------------

@@ -132,3 +132,9 @@ def test_read_sources_names_and_formats(spark, sample_corpus):
     assert sources == {"mine", "table"}
     with pytest.raises(FileNotFoundError):
         detect_format(sample_corpus / "nope")
+
+
+def test_unreadable_table_is_refused_not_fatal(spark, tmp_path):
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    rows = rows_of(spark, tmp_path / "broken.parquet")
+    assert [r[REJECT]["reason"] for r in rows.values()] == ["unreadable_table"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -89,3 +90,15 @@ def decode_data_uri(value: str) -> bytes | None:
 
 def to_batch(rows: list[dict]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
+
+
+def batches_of(rows: Iterable[dict], size: int) -> Iterator[pa.RecordBatch]:
+    """Arrow batches of at most `size` rows, so a large shard or table streams through memory."""
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield to_batch(chunk)
+            chunk = []
+    if chunk:
+        yield to_batch(chunk)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
-from curation.sources.common import IMAGE_EXTENSIONS, SPARK_ROW_TYPE, IngestConfig, caption_from_json, make_caption_row, refused, to_batch
+from curation.sources.common import IMAGE_EXTENSIONS, SPARK_ROW_TYPE, IngestConfig, caption_from_json, make_caption_row, refused, batches_of
 
 CAPTION_EXTENSIONS = (".txt", ".json")
 
@@ -43,9 +43,8 @@ class _FolderReader:
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            rows = [self.safe_row(item) for item in batch.column("item").to_pylist()]
-            for start in range(0, len(rows), self.cfg.rows_per_batch):
-                yield to_batch(rows[start : start + self.cfg.rows_per_batch])
+            rows = (self.safe_row(item) for item in batch.column("item").to_pylist())
+            yield from batches_of(rows, self.cfg.rows_per_batch)
 
     def safe_row(self, item: str) -> dict:
         try:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
-from curation.sources.common import SPARK_ROW_TYPE, IngestConfig, decode_data_uri, make_caption_row, refused, to_batch
+from curation.sources.common import SPARK_ROW_TYPE, IngestConfig, decode_data_uri, make_caption_row, refused, batches_of
 
 TABLE_EXTENSIONS = (".parquet", ".jsonl", ".json")
 
@@ -54,14 +54,7 @@ class _TableReader:
         for batch in batches:
             for unit in batch.to_pylist():
                 reader = self.parquet_rows if unit["file"].endswith(".parquet") else self.jsonl_rows
-                rows = []
-                for row in reader(unit["file"], unit["start"], unit["end"]):
-                    rows.append(row)
-                    if len(rows) == self.cfg.rows_per_batch:
-                        yield to_batch(rows)
-                        rows = []
-                if rows:
-                    yield to_batch(rows)
+                yield from batches_of(reader(unit["file"], unit["start"], unit["end"]), self.cfg.rows_per_batch)
 
     def parquet_rows(self, file: str, row_group: int, _end: int) -> Iterator[dict]:
         try:

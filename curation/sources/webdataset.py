@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
-from curation.sources.common import SPARK_ROW_TYPE, IngestConfig, caption_from_json, make_caption_row, refused, to_batch
+from curation.sources.common import SPARK_ROW_TYPE, IngestConfig, caption_from_json, make_caption_row, refused, batches_of
 
 
 def list_shards(path: Path) -> list[str]:
@@ -55,14 +55,7 @@ class _TarReader:
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for shard in batch.column("shard").to_pylist():
-                rows = []
-                for row in self.rows(shard):
-                    rows.append(row)
-                    if len(rows) == self.cfg.rows_per_batch:
-                        yield to_batch(rows)
-                        rows = []
-                if rows:
-                    yield to_batch(rows)
+                yield from batches_of(self.rows(shard), self.cfg.rows_per_batch)
 
     def rows(self, shard: str) -> Iterator[dict]:
         name = str(Path(shard).relative_to(self.root)) if shard.startswith(self.root) else Path(shard).name

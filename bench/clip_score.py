@@ -5,7 +5,7 @@ agreement of its fp16 scores with fp32.
 
 Random weights of the named architecture are saved to a file and loaded through the same path as
 real weights (clip.pretrained=FILE), so the numbers are those of the real network's size. Prints a
-table and writes bench/results/clip_score.json (or $OUT/clip_score.json when OUT is set).
+table and writes bench/results/clip_score_MODEL.json (under $OUT instead when OUT is set).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curation.clip_model import ClipConfig, ClipModel  # noqa: E402
+from curation.clip_model import ClipConfig, ClipModel, register_configs  # noqa: E402
 
 
 def images(n: int) -> list[bytes]:
@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
 
+    register_configs(ClipConfig())  # so the built-in tiny-random can be measured too
     torch.manual_seed(0)
     weights = Path(tempfile.mkdtemp()) / "random.pt"
     torch.save(open_clip.create_model(args.model).state_dict(), weights)
@@ -88,7 +89,7 @@ def main() -> None:
         print(f"{r['device']:8}{r['precision']:>10}{r['images_per_s']:>12}{r['max_abs_diff_vs_cpu_fp32']:>26.2e}")
     out_dir = Path(os.environ.get("OUT") or Path(__file__).parent / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "clip_score.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    (out_dir / f"clip_score_{args.model}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
 
 
 

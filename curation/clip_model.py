@@ -12,6 +12,7 @@ steps that use it are in curation.clip_filter (scoring, filtering) and curation.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Sequence
@@ -109,12 +110,17 @@ class ClipModel:
         register_configs(cfg)
         self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         precision = cfg.precision if cfg.precision != "auto" else ("fp16" if self.device == "cuda" else "fp32")
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise ValueError(f"clip.precision must be auto, fp32, fp16 or bf16; got {precision!r}")
+        # Half precision through autocast over fp32 weights: open_clip keeps some layers in fp32
+        # when it casts weights itself, so one input dtype would not fit every layer.
+        self.autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         weights = resolve_weights(cfg)
         torch.manual_seed(cfg.seed)  # tiny-random: the same untrained weights in every worker
         model, _, preprocess = open_clip.create_model_and_transforms(
             cfg.model,
             pretrained=weights if weights and not cfg.model.startswith("hf-hub:") else None,
-            precision=precision,
+            precision="fp32",
             device=self.device,
             cache_dir=cfg.cache_dir,
             require_pretrained=not is_untrained(cfg),
@@ -122,7 +128,15 @@ class ClipModel:
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(cfg.model)
-        self.dtype = next(model.parameters()).dtype
+
+    def _context(self) -> contextlib.ExitStack:
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad())
+        if self.autocast is not None:
+            stack.enter_context(torch.autocast(device_type=self.device, dtype=self.autocast))
+        return stack
 
     def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
         return self.embed_pixels([self.preprocess(open_rgb(b)) for b in images])
@@ -131,14 +145,12 @@ class ClipModel:
         """Embeddings of images already passed through `preprocess`."""
         import torch
 
-        with torch.no_grad():
-            emb = self.model.encode_image(torch.stack(list(pixels)).to(self.device, self.dtype))
+        with self._context():
+            emb = self.model.encode_image(torch.stack(list(pixels)).to(self.device))
         return _normalise(emb.float().cpu().numpy())
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
+        with self._context():
             emb = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
         return _normalise(emb.float().cpu().numpy())
 

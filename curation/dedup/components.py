@@ -14,6 +14,8 @@ is the same whatever the partitioning or the order of the edges.
 from __future__ import annotations
 
 import logging
+import sys
+import time
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -85,6 +87,18 @@ def _is_star_forest(edges: DataFrame) -> bool:
     roles = as_child.unionByName(as_parent).groupBy("node").agg(F.sum("child").alias("c"), F.max("parent").alias("p"))
     bad = roles.where((F.col("c") > 1) | ((F.col("c") > 0) & (F.col("p") > 0)))
     return bad.limit(1).count() == 0
+
+
+class Progress:
+    """Prints how long each phase of a step took (long work shows progress)."""
+
+    def __init__(self, step: str):
+        self.step, self.last = step, time.perf_counter()
+
+    def note(self, what: str) -> None:
+        now = time.perf_counter()
+        print(f"{self.step}: {what} in {now - self.last:.1f}s", file=sys.stderr, flush=True)
+        self.last = now
 
 
 def checkpoint(df: DataFrame) -> DataFrame:

@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curation.dedup import image_hash
-from curation.dedup.components import checkpoint, connected_components, reject_duplicates
+from curation.dedup.components import LAST_ROUNDS, Progress, checkpoint, connected_components, reject_duplicates
 from curation.dedup.near_text import bucket_pairs
 from curation.steps import is_kept, with_reject_column
 
@@ -112,6 +112,9 @@ def image_dedup(df: DataFrame, cfg: ImageDedupConfig) -> DataFrame:
     df = with_reject_column(df)
     if not cfg.enabled or not (cfg.exact or cfg.near):
         return df
+    clock = Progress(STEP)
     hashes = checkpoint(image_hashes(df, cfg))
+    clock.note("image hashes")
     components = connected_components(image_edges(hashes, cfg), cfg.max_rounds)
+    clock.note(f"candidate pairs and connected components ({LAST_ROUNDS[0]} rounds)")
     return reject_duplicates(df, components, STEP, REASON, cfg.keep_by)

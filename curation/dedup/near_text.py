@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curation.dedup import lsh, minhash
-from curation.dedup.components import checkpoint, connected_components, reject_duplicates
+from curation.dedup.components import LAST_ROUNDS, Progress, checkpoint, connected_components, reject_duplicates
 from curation.dedup.shingles import ngram_size, shingles, tokens
 from curation.steps import is_kept, with_reject_column
 
@@ -211,8 +211,10 @@ def near_dedup_text(df: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
     if not cfg.enabled:
         return df
     texts = kept_texts(df)
+    clock = Progress(STEP)
     sigs = checkpoint(texts.mapInPandas(_SignatureBatches(cfg), SIGNATURE_SCHEMA))
-    edges = candidate_pairs(sigs, cfg, texts)
-    components = connected_components(edges, cfg.max_rounds)
+    clock.note("signatures")
+    # connected_components materialises the confirmed pairs first (its first checkpoint).
+    components = connected_components(candidate_pairs(sigs, cfg, texts), cfg.max_rounds)
+    clock.note(f"candidate pairs and connected components ({LAST_ROUNDS[0]} rounds)")
     return reject_duplicates(df, components, STEP, REASON, cfg.keep_by)
-

@@ -17,12 +17,15 @@ recomputed), then shards, rejects and the funnel are all read from the staged co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,17 +86,21 @@ def write_output(
     prepare_folder(out)
     spark = df.sparkSession
 
+    log = _PhaseLog(out)
     staged_path = str(out / STAGING)
     marked = with_reject_column(df).select(*schema.COLUMNS, REJECT)
-    marked.write.mode("overwrite").parquet(staged_path)
+    with log(f"running {' -> '.join(steps)}"):
+        marked.write.mode("overwrite").parquet(staged_path)
     # Read the files, not the folder: Spark skips folders whose names start with "_".
-    staged = spark.read.parquet(f"{staged_path}/*.parquet")
+    staged = spark.read.parquet(*sorted(str(p) for p in Path(staged_path).glob("*.parquet")))
 
-    funnel = compute_funnel(staged, steps)
-    (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
+    with log("funnel"):
+        funnel = compute_funnel(staged, steps)
+        (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
 
     kept = staged.filter(F.col(REJECT).isNull()).drop(REJECT)
-    shards = write_shards(kept, str(out), schema.SCHEMA, writer, size_col=_row_size())
+    with log("shards"):
+        shards = write_shards(kept, str(out), schema.SCHEMA, writer, size_col=_row_size())
 
     rejected = staged.filter(F.col(REJECT).isNotNull()).select(
         "id",
@@ -104,9 +111,10 @@ def write_output(
         F.get_json_object("extra", "$.origin").alias("origin"),
     )
     (out / REJECTS).mkdir(exist_ok=True)
-    reject_shards = write_shards(
-        rejected, str(out / REJECTS), REJECT_SCHEMA, writer, size_col=F.lit(256), sort=("step", "reason", "id")
-    )
+    with log("rejects"):
+        reject_shards = write_shards(
+            rejected, str(out / REJECTS), REJECT_SCHEMA, writer, size_col=F.lit(256), sort=("step", "reason", "id")
+        )
     shutil.rmtree(out / STAGING, ignore_errors=True)
 
     manifest = {
@@ -121,9 +129,24 @@ def write_output(
     if card:
         from curation.card import build_card
 
-        build_card(out, manifest=manifest, title=title)
+        with log("card"):
+            build_card(out, manifest=manifest, title=title)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
     return manifest
+
+
+class _PhaseLog:
+    """Prints each phase of writing an output and how long it took (long jobs show progress)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        start = time.time()
+        print(f"[{self.out}] {phase} ...", file=sys.stderr, flush=True)
+        yield
+        print(f"[{self.out}] {phase}: {time.time() - start:.1f}s", file=sys.stderr, flush=True)
 
 
 def prepare_folder(out: Path) -> None:

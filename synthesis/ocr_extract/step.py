@@ -26,7 +26,6 @@ from curation.steps import REJECT, REJECT_TYPE, with_reject_column
 from synthesis.ocr_extract.engine import EngineConfig, OcrLine, get_engine
 from synthesis.ocr_extract.reading import language, reading_order
 from synthesis.ocr_render.phrasings import question
-from synthesis.ocr_render.truth import box_text
 
 STEP = "extract_ocr"
 REJECT_ARROW = pa.struct([("step", pa.string()), ("reason", pa.string()), ("detail", pa.string())])

@@ -2,7 +2,8 @@
 dates, codes).
 
 The repository ships a small Chinese and English sample (``synthesis/data/{zh,en}.txt``); a user
-points ``corpora`` at their own UTF-8 text files (one sentence or paragraph a line). Every choice
+points ``corpora`` at their own UTF-8 text files (one sentence or paragraph a line), on a file
+system the executors see; ``builtin:en.txt`` names a shipped sample. Every choice
 takes a ``random.Random`` so that a sample's text follows from its seed alone.
 """
 
@@ -17,7 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-SHIPPED = {"en": str(DATA / "en.txt"), "zh": str(DATA / "zh.txt")}
+BUILTIN = "builtin:"  # resolved where the text is read (the executor), not where the job starts
+SHIPPED = {"en": f"{BUILTIN}en.txt", "zh": f"{BUILTIN}zh.txt"}
 
 # Common characters for non-semantic text: frequent hanzi, Latin letters and digits.
 ZH_CHARSET = (
@@ -47,8 +49,9 @@ class CorpusConfig:
 
 @lru_cache(maxsize=64)
 def read_lines(path: str) -> tuple[str, ...]:
-    """Non-empty stripped lines of a UTF-8 text file."""
-    text = Path(path).read_text(encoding="utf-8")
+    """Non-empty stripped lines of a UTF-8 text file (``builtin:NAME``: a shipped sample)."""
+    file = DATA / path[len(BUILTIN) :] if path.startswith(BUILTIN) else Path(path)
+    text = file.read_text(encoding="utf-8")
     lines = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not lines:
         raise ValueError(f"corpus {path} has no text")

@@ -4,6 +4,7 @@
     df = rendered_source(spark, RenderSourceConfig(count=1000, seed=7))
 
 The frame has the contract columns plus ``_reject`` (samples that could not be drawn).
+``add_rendered(spark, df, cfg)`` appends them to a job's frame (build_pretrain's rendered source).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
+from curation import schema
+from curation.steps import REJECT, with_reject_column
 from synthesis.ocr_render.config import RenderConfig
 from synthesis.ocr_render.step import STEP, backgrounds_from, render_frame
 
@@ -31,4 +34,11 @@ def rendered_source(spark: SparkSession, cfg: RenderSourceConfig) -> DataFrame:
     return render_frame(spark, cfg.count, cfg, cfg.partitions or None, backgrounds)
 
 
-__all__ = ["RenderSourceConfig", "rendered_source", "STEP"]
+def add_rendered(spark: SparkSession, df: DataFrame, cfg: RenderSourceConfig) -> DataFrame:
+    """`df` (contract rows, marked or not) with `cfg.count` rendered samples appended; rendering
+    refusals carry the step name STEP, so a job lists STEP among its steps for the funnel."""
+    rendered = rendered_source(spark, cfg)
+    return with_reject_column(df).select(*schema.COLUMNS, REJECT).unionByName(rendered)
+
+
+__all__ = ["RenderSourceConfig", "rendered_source", "add_rendered", "STEP"]

@@ -48,18 +48,24 @@ def render_rows(index: int, cfg: RenderConfig, pool: fontlib.FontPool, backgroun
     """Rows for one sample index: its ground-truth rows, or one rejected row saying why."""
     try:
         sample = samplelib.render(index, cfg, pool, backgrounds)
+        out = truth.rows(sample, cfg)
     except samplelib.RenderRefused as exc:
-        origin = f"ocr_render:{cfg.seed}:{index}"
-        row = schema.make_row(
-            cfg.source, "ocr", [schema.message("user", "")], extra={"origin": origin, "index": index},
-            id=schema.raw_id("ocr_render", str(cfg.seed), str(index)),
-        )
-        row[REJECT] = {"step": STEP, "reason": exc.reason, "detail": exc.detail[:500]}
-        return [row]
-    out = truth.rows(sample, cfg)
+        return [refused_row(index, cfg, exc.reason, exc.detail)]
+    except Exception as exc:  # one odd font or background must not sink the job: recorded as a reject
+        return [refused_row(index, cfg, "render_error", f"{type(exc).__name__}: {exc}")]
     for row in out:
         row[REJECT] = None
     return out
+
+
+def refused_row(index: int, cfg: RenderConfig, reason: str, detail: str) -> dict:
+    origin = f"ocr_render:{cfg.seed}:{index}"
+    row = schema.make_row(
+        cfg.source, "ocr", [schema.message("user", "")], extra={"origin": origin, "index": index},
+        id=schema.raw_id("ocr_render", str(cfg.seed), str(index)),
+    )
+    row[REJECT] = {"step": STEP, "reason": reason, "detail": detail[:500]}
+    return row
 
 
 class _Renderer:

@@ -95,3 +95,15 @@ def test_reading_order_is_rows_then_left_to_right():
     lines = [line("d", 10, 100), line("b", 200, 12), line("a", 10, 10), line("c", 100, 55)]
     assert [l.text for l in reading_order(lines)] == ["a", "b", "c", "d"]
     assert language("清晨的河面") == "zh" and language("quiet river 1") == "en"
+
+
+def test_unavailable_or_unknown_engine_is_a_clear_error():
+    import importlib.util
+
+    from synthesis.ocr_extract.engine import EngineConfig, EngineUnavailable, get_engine
+
+    with pytest.raises(ValueError, match="rapidocr or paddleocr"):
+        get_engine(EngineConfig(name="tesseract"))
+    if importlib.util.find_spec("paddleocr") is None:
+        with pytest.raises(EngineUnavailable, match="pip install"):
+            get_engine(EngineConfig(name="paddleocr"))

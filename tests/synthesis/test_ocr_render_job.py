@@ -15,7 +15,6 @@ from ocr_synth_helpers import latin_only_face
 
 from curation import schema
 from curation.writer import read_manifest, write_output
-from synthesis.ocr_render.config import FontConfig
 from synthesis.ocr_render.source import STEP, RenderSourceConfig, rendered_source
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,13 +18,17 @@ def background(ctx: Context) -> Image.Image:
     rng, side = ctx.rng, ctx.cfg.layout.scene_max_side
     if ctx.backgrounds:
         data = ctx.backgrounds[rng.randrange(len(ctx.backgrounds))]
-        with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("RGB")
-        scale = side / max(img.size)
-        if scale < 1:
-            img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.BILINEAR)
-        if min(img.size) >= 96:
-            return img
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img = img.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError):
+            img = None  # an unreadable background: a synthetic one instead
+        if img is not None:
+            scale = side / max(img.size)
+            if scale < 1:
+                img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.BILINEAR)
+            if min(img.size) >= 96:
+                return img
     return synthetic(ctx, rng.randint(side // 2, side), rng.randint(side // 2, side))
 
 

@@ -13,7 +13,7 @@ def word(ctx: Context) -> str:
     sentence = ctx.sentence()
     if ctx.lang == "zh":
         start = ctx.rng.randrange(max(1, len(sentence) - 4))
-        return sentence[start : start + ctx.rng.randint(2, 4)].strip("。，、；：？！")or sentence[:2]
+        return sentence[start : start + ctx.rng.randint(2, 4)].strip("。，、；：？！") or sentence[:2]
     words = [w.strip(".,;:?!") for w in sentence.split() if len(w.strip(".,;:?!")) > 2]
     return ctx.rng.choice(words or [sentence.split()[0]]).capitalize()
 

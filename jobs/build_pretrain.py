@@ -1,7 +1,9 @@
-"""Build pretraining shards: ingest -> validate -> exact dedup -> CLIP filter -> shards + card.
+"""Build pretraining shards: ingest (+ rendered OCR) -> validate -> exact dedup -> CLIP filter ->
+shards + card.
 
     spark-submit jobs/build_pretrain.py                                  # bundled sample, local
     spark-submit jobs/build_pretrain.py sources=/data/laion output=out/laion clip.threshold=0.28
+    spark-submit jobs/build_pretrain.py render_ocr.enabled=true render_ocr.count=5000
     spark-submit --master spark://host:7077 jobs/build_pretrain.py --config configs/pretrain.yaml
     python jobs/build_pretrain.py --print-config                         # the resolved configuration
 
@@ -24,6 +26,8 @@ from curation.sources import IngestConfig, read_sources
 from curation.spark import session
 from curation.validate import ValidateConfig, validate
 from curation.writer import WriterConfig, write_output
+from synthesis.ocr_render.source import STEP as RENDER_STEP
+from synthesis.ocr_render.source import RenderSourceConfig, add_rendered
 
 
 @dataclass
@@ -33,6 +37,8 @@ class BuildPretrainConfig:
     sample_dir: str = "out/sample"
     seed: int = 0
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    # Rendered OCR samples added as one more source (synthesis.ocr_render); off by default.
+    render_ocr: RenderSourceConfig = field(default_factory=lambda: RenderSourceConfig(enabled=False))
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -50,6 +56,9 @@ def run(cfg: BuildPretrainConfig, spark=None) -> dict:
     started = time.time()
     df = read_sources(spark, sources, cfg.ingest)
     names = ["ingest"]
+    if cfg.render_ocr.enabled:
+        df = add_rendered(spark, df, cfg.render_ocr)
+        names.append(RENDER_STEP)
     for name, step in STEPS:
         step_cfg = getattr(cfg, name)
         if step_cfg.enabled:

@@ -187,3 +187,19 @@ def test_standalone_cluster_gives_the_local_output(cli_output, sample_corpus, tm
         for proc in (worker, master):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
+
+
+def test_rendered_ocr_source_joins_the_pipeline(sample_corpus, spark, tmp_path):
+    from jobs.build_pretrain import BuildPretrainConfig, run
+
+    cfg = configuration.load(BuildPretrainConfig, [
+        f"output={tmp_path / 'ocr'}", f"sources={sample_corpus / 'table.parquet'}",
+        "render_ocr.enabled=true", "render_ocr.count=6", "clip.enabled=false",
+    ])
+    run(cfg, spark)
+    funnel = json.loads((tmp_path / "ocr" / "_funnel.json").read_text())
+    assert [s["step"] for s in funnel["steps"]] == ["ingest", "render_ocr", "validate", "exact_dedup"]
+    for step in funnel["steps"]:
+        assert step["in"] == step["out"] + sum(step["rejected"].values())
+    kinds = [k for p in (tmp_path / "ocr").glob("part-*.parquet") for k in pq.read_table(p, columns=["kind"]).column("kind").to_pylist()]
+    assert kinds.count("caption") == 100 and kinds.count("ocr") >= 6

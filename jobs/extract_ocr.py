@@ -10,7 +10,6 @@ go to ``_rejects/`` with a reason.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -44,8 +43,7 @@ def main(argv: list[str]) -> dict:
     if cfg.partitions:
         df = df.repartition(cfg.partitions, "id")
     out = extract_ocr(df, cfg)
-    card = cfg.card and importlib.util.find_spec("curation.card") is not None
-    manifest = write_output(out, cfg.output, steps=[STEP], config=dataclasses.asdict(cfg), writer=cfg.writer, card=card)
+    manifest = write_output(out, cfg.output, steps=[STEP], config=dataclasses.asdict(cfg), writer=cfg.writer, card=cfg.card)
     print(json.dumps({"output": cfg.output, "rows": manifest["rows"], "rejected": manifest["rejects"]["rows"],
                       "seconds": round(time.time() - start, 1)}))
     return manifest

@@ -9,7 +9,6 @@ The same seed gives the same bytes, whatever the partition count.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -36,8 +35,7 @@ def main(argv: list[str]) -> dict:
     spark = session("render_ocr")
     start = time.time()
     df = rendered_source(spark, cfg)
-    card = cfg.card and importlib.util.find_spec("curation.card") is not None
-    manifest = write_output(df, cfg.output, steps=[STEP], config=dataclasses.asdict(cfg), writer=cfg.writer, card=card)
+    manifest = write_output(df, cfg.output, steps=[STEP], config=dataclasses.asdict(cfg), writer=cfg.writer, card=cfg.card)
     print(
         json.dumps(
             {"output": cfg.output, "images": cfg.count, "rows": manifest["rows"],

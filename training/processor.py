@@ -102,7 +102,8 @@ def load_tokenizer(path: str | Path | None = None):
     if missing:
         # in id order, so they land on the released ids right after the Qwen vocabulary
         tokenizer.add_tokens(missing, special_tokens=True)
-    wrong = {t: tokenizer.convert_tokens_to_ids(t) for t, i in KEYE_SPECIAL_TOKENS.items() if tokenizer.convert_tokens_to_ids(t) != i}
+    found = {t: tokenizer.convert_tokens_to_ids(t) for t in KEYE_SPECIAL_TOKENS}
+    wrong = {t: i for t, i in found.items() if i != KEYE_SPECIAL_TOKENS[t]}
     if wrong:
         raise ValueError(f"tokenizer gives Keye special tokens other ids than the release: {wrong}")
     return tokenizer
@@ -273,10 +274,11 @@ class KeyeProcessor:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
 
-    def _turns(self, row: Mapping) -> list[dict]:
+    def _turns(self, row: Mapping, messages: Sequence[Mapping] | None = None) -> list[dict]:
         """Messages with the thinking switches applied (texts edited, nothing tokenised yet)."""
         messages = [
-            {"role": m["role"], "content": [dict(p) for p in (m.get("content") or [])]} for m in row["messages"]
+            {"role": m["role"], "content": [dict(p) for p in (m.get("content") or [])]}
+            for m in (messages if messages is not None else row["messages"])
         ]
         mode = row.get("think_mode")
         user_turns = [i for i, m in enumerate(messages) if m["role"] == "user"]
@@ -300,16 +302,19 @@ class KeyeProcessor:
                 texts[0]["text"] = "<think>\n\n</think>\n\n" + (texts[0]["text"] or "")
         return messages
 
-    def __call__(self, row: Mapping, add_generation_prompt: bool = False) -> Sample:
-        return self.process(row, add_generation_prompt)
+    def __call__(self, row: Mapping, add_generation_prompt: bool = False, messages=None) -> Sample:
+        return self.process(row, add_generation_prompt, messages)
 
-    def process(self, row: Mapping, add_generation_prompt: bool = False) -> Sample:
+    def process(
+        self, row: Mapping, add_generation_prompt: bool = False, messages: Sequence[Mapping] | None = None
+    ) -> Sample:
         """Tokens, labels, vision tensors and 3D positions of one row.
 
         With `add_generation_prompt`, the row's messages are a prompt and `<|im_start|>assistant\\n`
-        is appended (plus an empty think block for no_think), ready for `generate`.
+        is appended (plus an empty think block for no_think), ready for `generate`. `messages`
+        replaces the row's own (e.g. `row["rejected"]` of a preference row; same images/videos).
         """
-        messages = self._turns(row)
+        messages = self._turns(row, messages)
         ids: list[int] = []
         labels: list[int] = []
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import REPO, reference_file
+from keye_helpers import REPO, reference_file
 
 from curation import schema
 from training.model import KeyeConfig, KeyeForConditionalGeneration, load_model_config
@@ -52,6 +52,15 @@ def test_config_save_load_keeps_released_field_names(tmp_path):
     assert saved["vision_config"]["patch_size"] == 14 and saved["image_token_id"] == 151655
     again = KeyeConfig.from_pretrained(tmp_path)
     assert again.to_dict() == config.to_dict()
+
+
+def test_released_config_json_loads_and_typos_are_refused(tmp_path):
+    released = load_model_config(reference_file("config.json"))
+    assert released.num_hidden_layers == 36 and released.vision_config.num_hidden_layers == 27
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("num_hiden_layers: 2\nvision_config: {hiden_size: 8}\n")
+    with pytest.raises(ValueError, match="num_hiden_layers.*vision_config.hiden_size"):
+        load_model_config(typo)
 
 
 def test_bad_mrope_section_is_a_clear_error():

@@ -100,7 +100,9 @@ def test_training_step_with_gradient_checkpointing(tiny_config, processor, mixed
     assert torch.allclose(sparse.loss, full.loss, atol=1e-6)
     sparse.loss.backward()
     for (name, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
-        assert p.grad is not None or name.startswith(("visual.vision_model.head", "visual.vision_model.embeddings.packing")), name
+        unused = ("visual.vision_model.head", "visual.vision_model.embeddings.packing")  # kept, never run
+        assert p.requires_grad != name.startswith(unused), name  # the unused ones are frozen
+        assert (p.grad is not None) == p.requires_grad, name
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), name
     # the projector and the ViT learn through the scattered embeddings
@@ -127,9 +129,12 @@ def _prompt(processor, row):
 def test_generate_with_image_and_video_cache_matches_recompute(tiny_model, processor, mixed_rows):
     for row in (mixed_rows[2], mixed_rows[3]):  # two images / a video
         inputs = _prompt(processor, row)
-        vision = {k: inputs[k] for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")}
+        keys = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+        vision = {k: inputs[k] for k in keys}
         cached = tiny_model.generate(inputs["input_ids"], max_new_tokens=6, eos_token_id=[], **vision)
-        recomputed = tiny_model.generate(inputs["input_ids"], max_new_tokens=6, eos_token_id=[], use_cache=False, **vision)
+        recomputed = tiny_model.generate(
+            inputs["input_ids"], max_new_tokens=6, eos_token_id=[], use_cache=False, **vision
+        )
         assert cached.shape == (1, inputs["input_ids"].shape[1] + 6)
         assert torch.equal(cached, recomputed)
         assert torch.equal(cached[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
@@ -142,7 +147,9 @@ def test_sampled_generate_is_seeded_and_cache_consistent(tiny_model, processor, 
     runs = [
         tiny_model.generate(inputs["input_ids"], generator=torch.Generator().manual_seed(7), **kw, **vision),
         tiny_model.generate(inputs["input_ids"], generator=torch.Generator().manual_seed(7), **kw, **vision),
-        tiny_model.generate(inputs["input_ids"], generator=torch.Generator().manual_seed(7), use_cache=False, **kw, **vision),
+        tiny_model.generate(
+            inputs["input_ids"], generator=torch.Generator().manual_seed(7), use_cache=False, **kw, **vision
+        ),
     ]
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
     greedy = tiny_model.generate(inputs["input_ids"], max_new_tokens=8, eos_token_id=[], **vision)
@@ -205,3 +212,28 @@ def test_flash_varlen_call_contract(tiny_model, processor, mixed_rows, monkeypat
     vit_layers = tiny_model.config.vision_config.num_hidden_layers
     assert calls == [False] * vit_layers + [True] * layers
     assert (flashed - reference).abs().max() <= 1e-4
+
+
+def test_projector_merges_2x2_blocks_in_row_major_order(tiny_model):
+    projector = tiny_model.mlp_AR
+    torch.manual_seed(2)
+    t, h, w = 2, 4, 6  # two frames of 4x6 patches -> 2 x (2x3) merged tokens
+    features = torch.randn(t * h * w, 32)
+    with torch.no_grad():
+        out = projector(features, [(t, h, w)])
+        normed = projector.pre_norm(features).view(t, h, w, -1)
+        expected = []
+        for frame in range(t):
+            for r in range(h // 2):
+                for c in range(w // 2):
+                    block = [normed[frame, 2 * r + dr, 2 * c + dc] for dr in (0, 1) for dc in (0, 1)]
+                    expected.append(torch.cat(block))
+        expected = projector.linear_2(torch.nn.functional.gelu(projector.linear_1(torch.stack(expected))))
+    assert out.shape == (t * (h // 2) * (w // 2), tiny_model.config.hidden_size)
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_generate_restores_training_mode(tiny_model):
+    tiny_model.train()
+    tiny_model.generate(torch.tensor([[151644, 872, 198]]), max_new_tokens=2, eos_token_id=[])
+    assert tiny_model.training

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import png, reference_file, video_entry
+from keye_helpers import png, reference_file, video_entry
 from PIL import Image
 
 from curation import schema
@@ -40,10 +40,10 @@ def test_chat_ids_equal_the_released_chat_template(processor):
         [schema.image_entry(png(56, 84, 0)), schema.image_entry(png(84, 112, 1))],
     )
     sample = processor(row)
-    messages = [
-        {"role": t["role"], "content": [{"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]} for p in t["content"]]}
-        for t in row["messages"]
-    ]
+    def part(p):
+        return {"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]}
+
+    messages = [{"role": t["role"], "content": [part(p) for p in t["content"]]} for t in row["messages"]]
     text = processor.tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
     counts = [int(g[0] * (g[1] // 2) * (g[2] // 2)) for g in sample.image_grid_thw.tolist()]
     pieces = text.split("<|image_pad|>")
@@ -147,4 +147,17 @@ def test_video_timestamps_reach_the_position_ids(processor):
     temporal = sample.position_ids[0, block].view(4, per_frame)[:, 0].tolist()
     assert temporal == [start + int(k * 1.0 * 2) for k in range(4)] == [start, start + 2, start + 4, start + 6]
     assert sample.pixel_values_videos.shape == (t * gh * gw, 588)
-    assert torch.equal(sample.position_ids[:, block[-1] + 1], torch.full((3,), int(sample.position_ids[:, block].max()) + 1))
+    after = int(sample.position_ids[:, block].max()) + 1  # text after the video continues at max + 1
+    assert torch.equal(sample.position_ids[:, block[-1] + 1], torch.full((3,), after))
+
+
+def test_preference_rows_process_either_reply(processor):
+    row = schema.make_row(
+        "t", "preference", [m("user", schema.image_part(0), "Colour?"), m("assistant", "Red.")],
+        [schema.image_entry(png(56, 56, 3))],
+        rejected=[m("user", schema.image_part(0), "Colour?"), m("assistant", "Green.")],
+    )
+    chosen, rejected = processor(row), processor(row, messages=row["rejected"])
+    assert _learned_text(processor, chosen) == "Red.<|im_end|>"
+    assert _learned_text(processor, rejected) == "Green.<|im_end|>"
+    assert torch.equal(chosen.pixel_values, rejected.pixel_values)

@@ -62,7 +62,10 @@ def test_packed_rows_restart_per_sample_and_padding_gets_one():
     assert deltas.tolist() == [da[0].tolist(), db[0].tolist()]
     # left padding: pad positions get 1 (the released convention), real tokens 0..2
     padded, pdelta = get_rope_index(
-        torch.tensor([[0, 0] + b]), attention_mask=torch.tensor([[0, 0, 1, 1, 1]]), image_token_id=IMG, video_token_id=VID
+        torch.tensor([[0, 0] + b]),
+        attention_mask=torch.tensor([[0, 0, 1, 1, 1]]),
+        image_token_id=IMG,
+        video_token_id=VID,
     )
     assert padded[0, 0].tolist() == [1, 1, 0, 1, 2]
     assert pdelta.tolist() == [[3 - 5]]

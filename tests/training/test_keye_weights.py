@@ -23,6 +23,34 @@ def test_save_load_round_trip_is_exact(tiny_model, tmp_path):
         assert torch.equal(tiny_model(ids).logits, loaded.eval()(ids).logits)
 
 
+def test_auto_classes_and_bfloat16_loading(tiny_model, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tiny_model.save_pretrained(tmp_path)
+    assert type(AutoConfig.from_pretrained(tmp_path)).__name__ == "KeyeConfig"
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert isinstance(model, KeyeForConditionalGeneration)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    # an image through the bf16 model (RoPE tables are computed in fp32 and cast)
+    ids = torch.tensor([[151644, 151652] + [151655] * 6 + [151653, 151645]])
+    pixels = torch.randn(24, 588, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model.eval()(ids, pixel_values=pixels, image_grid_thw=torch.tensor([[1, 4, 6]])).logits
+        ref = tiny_model(ids, pixel_values=pixels, image_grid_thw=torch.tensor([[1, 4, 6]])).logits
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() <= 0.05 * ref.abs().max()  # bf16 rounding, not a bug
+
+
+def test_sharded_checkpoints_load(tiny_model, tmp_path):
+    """The released 8B comes in shards with an index; ours save and load the same way."""
+    tiny_model.save_pretrained(tmp_path, max_shard_size="20MB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    loaded = KeyeForConditionalGeneration.from_pretrained(tmp_path)
+    theirs = loaded.state_dict()
+    assert all(torch.equal(t, theirs[k]) for k, t in tiny_model.state_dict().items())
+
+
 def test_missing_or_partial_weights_are_errors(tiny_model, tmp_path):
     empty = tmp_path / "config_only"
     tiny_model.config.save_pretrained(empty)
@@ -74,7 +102,8 @@ def test_build_from_parts_copies_every_tensor(parts):
     assert torch.equal(state["lm_head.weight"], text["model.embed_tokens.weight"])
     assert state["lm_head.weight"].data_ptr() != state["model.embed_tokens.weight"].data_ptr()
     assert sorted(report["initialised"]) == sorted(
-        [k for k in state if k.startswith("mlp_AR.")] + ["visual.vision_model.embeddings.packing_position_embedding.weight"]
+        [k for k in state if k.startswith("mlp_AR.")]
+        + ["visual.vision_model.embeddings.packing_position_embedding.weight"]
     )
     assert len(report["copied"]) + len(report["initialised"]) == len(state)
     assert model.config.mrope_section == [2, 3, 3] and model.config.vision_config.hidden_size == 32
@@ -123,3 +152,23 @@ def test_from_parts_reads_the_hub_siglip_layout(parts, tmp_path):
     for name, tensor in siglip.state_dict().items():
         assert torch.equal(state["visual.vision_model." + name], tensor), name
     assert not any("text_model" in n or "logit" in n for n in report["copied"])
+
+
+def test_from_parts_vit_is_siglip_plus_2d_rope(parts, monkeypatch):
+    """With the 2D RoPE switched off (angle 0: cos 1, sin 0) on SigLIP's native 4x4 grid, Keye's
+    ViT computes exactly SigLIP's encoder: same blocks, norms, attention and MLP wiring."""
+    siglip_dir, qwen_dir, siglip, _ = parts
+    model, _ = build_from_parts(siglip_dir, qwen_dir)
+    rotary = model.visual.vision_model.rotary
+    torch.manual_seed(4)
+    image = torch.randn(1, 3, 56, 56)
+    patches = image.view(3, 4, 14, 4, 14).permute(1, 3, 0, 2, 4).reshape(16, 588)
+    with torch.no_grad():
+        with_rope = model.visual(patches, [(1, 4, 4)])
+        monkeypatch.setattr(
+            rotary, "forward", lambda grid, dtype, device="cpu": (torch.ones(16, 16), torch.zeros(16, 16))
+        )
+        without_rope = model.visual(patches, [(1, 4, 4)])
+        theirs = siglip(pixel_values=image).last_hidden_state[0]
+    assert (without_rope - theirs).abs().max() <= 1e-5
+    assert (with_rope - theirs).abs().max() > 1e-3  # and RoPE really changes the result

@@ -20,7 +20,10 @@ Layout
 Inputs (the trainer's packed path): input_ids (1, total), position_ids (3, 1, total), cu_seqlens
 [0, l0, l0+l1, ...] for the text samples, pixel_values (num_patches, 3*14*14) and
 pixel_values_videos with image_grid_thw / video_grid_thw (in patches, t = frames), labels (1, total).
-Attention never crosses a sample in the LLM, nor an image/video in the ViT.
+Attention never crosses a sample in the LLM, nor an image/video in the ViT. Training passes
+`return_logits=False`: only labelled positions go through lm_head (the loss is the same).
+`training.processor.KeyeProcessor` turns a sample-contract row into these inputs and
+`collate_packed` packs several.
 
 Video-frame attention rule in the ViT (as the released code): every entry of image_grid_thw /
 video_grid_thw is one attention segment of t*h*w patches, so all sampled frames of ONE video attend
@@ -29,9 +32,17 @@ learned position table and the same (row, col) 2D RoPE ids: time enters only thr
 temporal M-RoPE id, start + int(k * seconds_per_frame * tokens_per_second).
 """
 
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
 from .configuration import KeyeConfig, KeyeVisionConfig, load_model_config
 from .modeling import KeyeCausalLMOutput, KeyeForConditionalGeneration
 from .rope import get_rope_index
+
+# So that AutoConfig / AutoModelForCausalLM open a Keye folder with this code (the released
+# config.json's model_type is "Keye"), never with trust_remote_code.
+AutoConfig.register(KeyeConfig.model_type, KeyeConfig, exist_ok=True)
+AutoModel.register(KeyeConfig, KeyeForConditionalGeneration, exist_ok=True)
+AutoModelForCausalLM.register(KeyeConfig, KeyeForConditionalGeneration, exist_ok=True)
 
 __all__ = [
     "KeyeConfig",

@@ -12,6 +12,7 @@ The text decoder is built from transformers' Qwen3 layers, which want a `Qwen3Co
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -195,15 +196,36 @@ class KeyeConfig(PretrainedConfig):
         return cfg
 
 
+# Generic keys a config.json carries besides the model fields (the released one has several).
+_GENERIC_KEYS = {
+    "architectures", "auto_map", "model_type", "torch_dtype", "dtype", "transformers_version", "_commit_hash",
+    "initializer_factor", "_attn_implementation_autoset", "_name_or_path", "use_return_dict", "return_dict",
+    "add_cross_attention", "is_decoder", "is_encoder_decoder", "tie_encoder_decoder", "id2label", "label2id",
+    "problem_type", "chunk_size_feed_forward", "output_hidden_states", "output_attentions", "pruned_heads",
+    "tokenizer_class", "prefix", "pad_token_id", "sep_token_id", "decoder_start_token_id", "finetuning_task",
+    "task_specific_params", "torchscript", "use_bfloat16", "tf_legacy_loss", "cross_attention_hidden_size",
+}
+
+
+def _unknown_keys(cls: type, data: dict) -> list[str]:
+    known = set(inspect.signature(cls.__init__).parameters) | _GENERIC_KEYS | set(PretrainedConfig().to_dict())
+    return sorted(k for k in data if k not in known)
+
+
 def load_model_config(path: str | Path, **overrides: Any) -> KeyeConfig:
     """A KeyeConfig from a YAML file (configs/models/*.yaml) or a released-style config.json.
 
     Top-level keys are KeyeConfig fields; `vision_config` is a nested mapping. `overrides` replace
-    top-level keys (e.g. `num_hidden_layers=2`).
+    top-level keys (e.g. `num_hidden_layers=2`). A key that is no field (a typo) is an error, not
+    a silently ignored attribute.
     """
     path = Path(path)
     data = yaml.safe_load(path.read_text()) or {}  # YAML is a superset of JSON
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     data.update(overrides)
+    unknown = _unknown_keys(KeyeConfig, data)
+    unknown += [f"vision_config.{k}" for k in _unknown_keys(KeyeVisionConfig, dict(data.get("vision_config") or {}))]
+    if unknown:
+        raise ValueError(f"{path}: unknown model config keys {unknown}")
     return KeyeConfig(**data)

@@ -9,9 +9,20 @@ Batches may be left-padded (attention_mask 0 on the left).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+
+
+@contextmanager
+def _eval_mode(model) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _pick(
@@ -61,37 +72,41 @@ def generate(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
 ) -> torch.Tensor:
-    """Returns (B, L + generated) token ids: the prompt followed by the new tokens."""
-    model.eval()
-    vision = dict(
-        pixel_values=pixel_values,
-        image_grid_thw=image_grid_thw,
-        pixel_values_videos=pixel_values_videos,
-        video_grid_thw=video_grid_thw,
-        second_per_grid_ts=second_per_grid_ts,
-    )
-    if eos_token_id is None:
-        eos_token_id = model.config.eos_token_id
-    eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or []), device=input_ids.device)
-    pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos.numel() else 0)
-    batch = input_ids.shape[0]
-    sequence = input_ids
-    mask = attention_mask
-    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    """Returns (B, L + generated) token ids: the prompt followed by the new tokens.
+    Runs in eval mode (no dropout) and gives the model back in the mode it came in."""
+    with _eval_mode(model):
+        vision = dict(
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            pixel_values_videos=pixel_values_videos,
+            video_grid_thw=video_grid_thw,
+            second_per_grid_ts=second_per_grid_ts,
+        )
+        if eos_token_id is None:
+            eos_token_id = model.config.eos_token_id
+        eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+        eos = torch.tensor(eos_ids, dtype=torch.long, device=input_ids.device)
+        pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos.numel() else 0)
+        batch = input_ids.shape[0]
+        sequence = input_ids
+        mask = attention_mask
+        finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
 
-    out = model(sequence, attention_mask=mask, use_cache=use_cache, logits_to_keep=1, **vision)
-    cache, deltas = out.past_key_values, out.rope_deltas
-    for _ in range(max_new_tokens):
-        token = _pick(out.logits[:, -1], do_sample, temperature, top_k, top_p, generator)
-        token = torch.where(finished, torch.full_like(token, pad), token)
-        sequence = torch.cat([sequence, token[:, None]], dim=1)
-        if mask is not None:
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        finished |= torch.isin(token, eos) if eos.numel() else torch.zeros_like(finished)
-        if finished.all():
-            break
-        if use_cache:
-            out = model(token[:, None], attention_mask=mask, past_key_values=cache, use_cache=True, rope_deltas=deltas)
-        else:
-            out = model(sequence, attention_mask=mask, logits_to_keep=1, **vision)
-    return sequence
+        out = model(sequence, attention_mask=mask, use_cache=use_cache, logits_to_keep=1, **vision)
+        cache, deltas = out.past_key_values, out.rope_deltas
+        for _ in range(max_new_tokens):
+            token = _pick(out.logits[:, -1], do_sample, temperature, top_k, top_p, generator)
+            token = torch.where(finished, torch.full_like(token, pad), token)
+            sequence = torch.cat([sequence, token[:, None]], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            finished |= torch.isin(token, eos) if eos.numel() else torch.zeros_like(finished)
+            if finished.all():
+                break
+            if use_cache:
+                out = model(
+                    token[:, None], attention_mask=mask, past_key_values=cache, use_cache=True, rope_deltas=deltas
+                )
+            else:
+                out = model(sequence, attention_mask=mask, logits_to_keep=1, **vision)
+        return sequence

@@ -133,9 +133,10 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
         kwargs.setdefault("use_safetensors", True)
         kwargs.pop("trust_remote_code", None)  # never: this class is the code
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        kinds = ("missing_keys", "unexpected_keys", "mismatched_keys")
+        problems = {k: sorted(map(str, v)) for k, v in info.items() if k in kinds and v}
         if problems:
-            raise ValueError(f"checkpoint {pretrained_model_name_or_path} does not match KeyeForConditionalGeneration: {problems}")
+            raise ValueError(f"checkpoint {pretrained_model_name_or_path} does not match Keye: {problems}")
         return (model, info) if want_info else model
 
     # --- forward pieces -------------------------------------------------------------------------
@@ -166,7 +167,11 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
         image_embeds, video_embeds = merged.split(counts)
         return (image_embeds if counts[0] else None), (video_embeds if counts[1] else None)
 
-    def _scatter(self, embeds: torch.Tensor, input_ids: torch.Tensor, token_id: int, values: torch.Tensor | None, what: str) -> torch.Tensor:
+    @staticmethod
+    def _scatter(
+        embeds: torch.Tensor, input_ids: torch.Tensor, token_id: int, values: torch.Tensor | None, what: str
+    ) -> torch.Tensor:
+        """Vision embeddings replace the pad tokens, in order; counts must match exactly."""
         mask = input_ids == token_id
         found = int(mask.sum())
         given = 0 if values is None else values.shape[0]
@@ -199,7 +204,9 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
         )
 
     @staticmethod
-    def _attention_mask(attention_mask: torch.Tensor | None, query_len: int, past_len: int, device) -> torch.Tensor | None:
+    def _attention_mask(
+        attention_mask: torch.Tensor | None, query_len: int, past_len: int, device: torch.device
+    ) -> torch.Tensor | None:
         """Boolean (B, 1, Lq, Lk) mask, True = may attend; None when plain causal is enough."""
         if attention_mask is None and (query_len == 1 or past_len == 0):
             return None
@@ -242,7 +249,9 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
 
         embeds = self.model.embed_tokens(input_ids)
-        image_embeds, video_embeds = self.embed_vision(pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        image_embeds, video_embeds = self.embed_vision(
+            pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
+        )
         embeds = self._scatter(embeds, input_ids, self.config.image_token_id, image_embeds, "image")
         embeds = self._scatter(embeds, input_ids, self.config.video_token_id, video_embeds, "video")
 
@@ -258,7 +267,9 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
                 position_ids = (steps + rope_deltas.to(input_ids.device).view(-1, 1)).unsqueeze(0).expand(3, -1, -1)
         position_ids = position_ids.to(input_ids.device)
 
-        mask = None if cu_seqlens is not None else self._attention_mask(attention_mask, length, past_len, input_ids.device)
+        mask = None
+        if cu_seqlens is None:
+            mask = self._attention_mask(attention_mask, length, past_len, input_ids.device)
         hidden = self.model(
             embeds,
             position_ids,
@@ -295,7 +306,8 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
 
     def lm_loss(self, logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor | None = None):
         """Mean next-token cross-entropy over the tokens with a label (fp32 logits)."""
-        return self._cross_entropy(logits.reshape(-1, logits.shape[-1]), self.shift_labels(labels, cu_seqlens).reshape(-1))
+        targets = self.shift_labels(labels, cu_seqlens)
+        return self._cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     @staticmethod
     def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -146,7 +146,8 @@ def get_rope_index(
     for leftover, what in ((images, "image"), (videos, "video")):
         if next(leftover, None) is not None:
             raise ValueError(f"more {what} grids than {what} blocks in input_ids")
-    return position_ids.to(input_ids.device), torch.tensor(deltas, dtype=torch.long, device=input_ids.device).view(-1, 1)
+    deltas = torch.tensor(deltas, dtype=torch.long, device=input_ids.device).view(-1, 1)
+    return position_ids.to(input_ids.device), deltas
 
 
 class MultimodalRotaryEmbedding(torch.nn.Module):
@@ -171,7 +172,9 @@ class MultimodalRotaryEmbedding(torch.nn.Module):
         device = position_ids.device
         inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, device=device).float() / self.head_dim))
         freqs = position_ids[..., None].float() * inv_freq  # (3, B, L, hd/2)
-        axis = torch.cat([torch.full((n,), i, dtype=torch.long, device=device) for i, n in enumerate(self.mrope_section)])
+        axis = torch.cat(
+            [torch.full((n,), i, dtype=torch.long, device=device) for i, n in enumerate(self.mrope_section)]
+        )
         freqs = freqs.gather(0, axis.view(1, 1, 1, -1).expand(1, *freqs.shape[1:])).squeeze(0)
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)

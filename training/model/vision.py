@@ -41,8 +41,10 @@ class KeyeVisionEmbeddings(nn.Module):
 
     def resized_position_table(self, height: int, width: int) -> torch.Tensor:
         """The learned side x side table resized (bilinear, align_corners=False) to a h x w grid."""
-        table = self.position_embedding.weight
         side = self.table_side
+        # through the module's forward (not .weight) so ZeRO-3 hooks gather the partitioned table
+        ids = torch.arange(side * side, device=self.position_embedding.weight.device)
+        table = self.position_embedding(ids)
         grid = table.reshape(1, side, side, -1).permute(0, 3, 1, 2)
         if (height, width) != (side, side):
             grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
@@ -120,6 +122,9 @@ class KeyeVisionTransformer(nn.Module):
         self.encoder = KeyeVisionEncoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.head = SiglipMultiheadAttentionPoolingHead(config)  # kept for the checkpoint, unused
+        # Never run, so frozen: data-parallel wrappers need no unused-parameter search for them.
+        for param in [*self.head.parameters(), *self.embeddings.packing_position_embedding.parameters()]:
+            param.requires_grad_(False)
         self.rotary = VisionRotaryEmbedding(config.head_dim)
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: Sequence[tuple[int, int, int]]) -> torch.Tensor:

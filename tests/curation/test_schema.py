@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq

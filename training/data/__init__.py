@@ -38,3 +38,9 @@ __all__ = [
     "sample_shape",
     "sequence_flops",
 ]
+
+# The packer and the pipeline (reader -> processor -> packer); pipeline.py documents the flow.
+from .packer import Packer, fit_to_limit, packed_inputs, vision_cu_seqlens
+from .pipeline import DataPipeline, PackedBatch
+
+__all__ += ["DataPipeline", "PackedBatch", "Packer", "fit_to_limit", "packed_inputs", "vision_cu_seqlens"]

@@ -1,0 +1,250 @@
+"""The trainer's data pipeline on one rank: ShardReader -> KeyeProcessor -> Packer -> packed sequences.
+
+    reader = ShardReader([("out/pretrain", 3.0), ("out/ocr", 1.0)], seed=0)
+    pipeline = DataPipeline(reader, KeyeProcessor(), max_tokens=8192)
+    for batch in pipeline:                      # one PackedBatch = one packed sequence
+        out = model(**batch.inputs, return_logits=False)
+        ...
+    state = pipeline.state_dict()               # JSON-able; save it with the engine's checkpoint
+    DataPipeline(same reader arguments, processor, same packing settings).load_state_dict(state)
+
+Each PackedBatch holds the model's packed inputs, the ViT's attention offsets, which rows it holds
+(ids and row coordinates, so another rank can rebuild it: see balance.py), the cost model's view
+of each sample (for the Balancer), and counts: loss, real and padding tokens, truncated samples,
+rows skipped since the previous batch by reason. Padding is max_tokens - real tokens of the
+sequence: nothing is appended (the packed path takes any length), but a sequence of n tokens uses
+a max_tokens slot of memory and step time, so that is the waste counted.
+
+Resuming: the state is the reader's state (cursors, its counter-based random draws, its shuffle
+buffer as row coordinates), the packer's look-ahead buffer as row coordinates and lengths, and
+the counters. On restore the buffered rows are read back by coordinate and processed again; the
+processor is deterministic and the packer has no randomness, so the restored pipeline yields the
+same next sequences, bit for bit. Nothing else draws random numbers here: there is no torch or
+numpy global RNG state to save for the data.
+
+Rows the processor cannot turn into a sample (undecodable image, extreme aspect ratio) are skipped
+with reason `unprocessable` and logged, never a crash of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from .cost import SampleShape
+from .packer import (
+    IGNORE_INDEX,
+    TRUNCATABLE_KINDS,
+    Packer,
+    fit_to_limit,
+    packed_inputs,
+    processed_shape,
+    saved_keys,
+    vision_cu_seqlens,
+)
+from .reader import RowCoord, ShardReader
+
+if TYPE_CHECKING:
+    from training.processor import KeyeProcessor, Sample
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+UNPROCESSABLE = "unprocessable"
+
+
+@dataclass
+class PackedBatch:
+    """One packed sequence: `inputs` go to KeyeForConditionalGeneration as keyword arguments."""
+
+    inputs: dict[str, torch.Tensor | None]
+    vision_cu_seqlens: torch.Tensor  # patch offsets, one segment per image / whole video
+    sample_ids: list[str]
+    coords: list[RowCoord]
+    kinds: list[str]
+    shapes: list[SampleShape]  # for Balancer.sequence_cost
+    max_tokens: int
+    loss_tokens: int  # labelled targets after the shift: the model's num_loss_tokens
+    real_tokens: int
+    truncated: int  # samples of this sequence that were cut to max_tokens
+    # rows skipped since the previous batch, by reason (rows skipped after the last batch of a
+    # finite run show only in DataPipeline.skipped)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def padding_tokens(self) -> int:
+        return self.max_tokens - self.real_tokens
+
+
+@dataclass
+class _Item:
+    """The packer's payload for one row: the sample ready to pack, and what the batch reports."""
+
+    sample: Sample
+    sample_id: str
+    kind: str
+    coord: RowCoord
+    truncated: bool
+
+
+class DataPipeline:
+    """Iterates PackedBatch of at most `max_tokens` tokens; see the module docstring.
+
+    buffer_size, lookahead_tokens: the packer's look-ahead, at most this many samples or tokens
+    (memory: that many processed samples, pixels included; see Packer). truncate_kinds: kinds
+    whose text-only samples may be cut to max_tokens (see packer.fit_to_limit).
+    """
+
+    def __init__(
+        self,
+        reader: ShardReader,
+        processor: KeyeProcessor,
+        *,
+        max_tokens: int = 8192,
+        buffer_size: int = 256,
+        lookahead_tokens: int | None = None,
+        max_wait: int | None = None,
+        truncate_kinds: Sequence[str] = TRUNCATABLE_KINDS,
+    ):
+        self.reader = reader
+        self.processor = processor
+        self.max_tokens = int(max_tokens)
+        self.truncate_kinds = tuple(truncate_kinds)
+        self.packer = Packer(self.max_tokens, buffer_size, lookahead_tokens, max_wait)
+        self._exhausted = False
+        self._pending_skips: Counter[str] = Counter()  # skipped rows not yet reported by a batch
+        self.totals: Counter[str] = Counter()  # rows, samples, sequences, tokens ... since the start
+        self.skipped: Counter[str] = Counter()  # rows skipped since the start, by reason
+
+    # --- iteration ------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[PackedBatch]:
+        return self
+
+    def __next__(self) -> PackedBatch:
+        while not self.packer.full and not self._exhausted:
+            try:
+                coord, row = self.reader.next_item()
+            except StopIteration:
+                self._exhausted = True  # flush what is buffered, then stop
+                break
+            self.totals["rows"] += 1
+            item, reason = self._prepare(coord, row)
+            if item is None:
+                self._pending_skips[reason] += 1
+                self.skipped[reason] += 1
+            else:
+                self.packer.add(tuple(coord), len(item.sample.input_ids), item)
+        if not len(self.packer):
+            raise StopIteration
+        return self._batch([entry.payload for entry in self.packer.pop_sequence()])
+
+    def _prepare(self, coord: RowCoord, row: Mapping) -> tuple[_Item | None, str | None]:
+        """Process a row and apply the truncation policy: (item, None) or (None, skip reason)."""
+        try:
+            sample = self.processor(row)
+        except (ValueError, OSError) as error:  # bad bytes, aspect ratio: this row, not the run
+            log.warning("skipping row %s (%s): %s", row.get("id"), row.get("kind"), error)
+            return None, UNPROCESSABLE
+        fit = fit_to_limit(sample, row["kind"], self.max_tokens, self.truncate_kinds)
+        if fit.sample is None:
+            return None, fit.skip_reason
+        return _Item(fit.sample, row["id"], row["kind"], RowCoord(*coord), fit.truncated), None
+
+    def rebuild(self, coords: Sequence[Sequence[int]]) -> PackedBatch:
+        """The sequence of these rows (any rank's `PackedBatch.coords`), made again from the shards:
+        how a rank runs a sequence that the Balancer moved to it from another rank (balance.py).
+        Counters are left alone: the owner already counted it."""
+        coords = [RowCoord(*c) for c in coords]
+        items = []
+        for coord, row in zip(coords, self.reader.read_rows(coords)):
+            item, reason = self._prepare(coord, row)
+            if item is None:
+                raise ValueError(f"row {coord} cannot be packed ({reason}): not a sequence this pipeline made")
+            items.append(item)
+        if sum(len(item.sample.input_ids) for item in items) > self.max_tokens:
+            raise ValueError(f"rows {coords} hold more than max_tokens={self.max_tokens} tokens")
+        return self._assemble(items, {})
+
+    def _assemble(self, items: list[_Item], skipped: dict[str, int]) -> PackedBatch:
+        inputs = packed_inputs([item.sample for item in items])
+        return PackedBatch(
+            inputs=inputs,
+            vision_cu_seqlens=vision_cu_seqlens(inputs["image_grid_thw"], inputs["video_grid_thw"]),
+            sample_ids=[item.sample_id for item in items],
+            coords=[item.coord for item in items],
+            kinds=[item.kind for item in items],
+            shapes=[processed_shape(item.sample) for item in items],
+            max_tokens=self.max_tokens,
+            loss_tokens=int((inputs["labels"] != IGNORE_INDEX).sum()),
+            real_tokens=int(inputs["input_ids"].shape[1]),
+            truncated=sum(item.truncated for item in items),
+            skipped=skipped,
+        )
+
+    def _batch(self, items: list[_Item]) -> PackedBatch:
+        batch = self._assemble(items, dict(self._pending_skips))
+        self._pending_skips.clear()
+        self.totals.update(
+            samples=len(items),
+            sequences=1,
+            real_tokens=batch.real_tokens,
+            padding_tokens=batch.padding_tokens,
+            loss_tokens=batch.loss_tokens,
+            truncated=batch.truncated,
+        )
+        return batch
+
+    @property
+    def draining(self) -> bool:
+        """True once the reader has ended: the packer is flushing its buffer, so the sequences
+        from here on fill less (the tail of a finite run; a streaming run never gets here)."""
+        return self._exhausted
+
+    @property
+    def padding_fraction(self) -> float:
+        """Padding tokens over the token slots of all sequences emitted so far."""
+        slots = self.totals["sequences"] * self.max_tokens
+        return self.totals["padding_tokens"] / slots if slots else 0.0
+
+    # --- checkpoint state -----------------------------------------------------------------------
+
+    def _settings(self) -> dict:
+        return {"max_tokens": self.max_tokens, "truncate_kinds": list(self.truncate_kinds)}
+
+    def state_dict(self) -> dict:
+        """JSON-able state after the batches yielded so far; restoring it resumes at the next one."""
+        return {
+            "version": STATE_VERSION,
+            "settings": self._settings(),
+            "reader": self.reader.state_dict(),
+            "packer": self.packer.state_dict(),
+            "exhausted": self._exhausted,
+            "pending_skips": dict(self._pending_skips),
+            "totals": dict(self.totals),
+            "skipped": dict(self.skipped),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"pipeline state version {state.get('version')}, expected {STATE_VERSION}")
+        if state["settings"] != self._settings():
+            raise ValueError(f"pipeline state saved with {state['settings']}, now {self._settings()}")
+        self.reader.load_state_dict(state["reader"])
+        coords = [RowCoord(*key) for key in saved_keys(state["packer"])]
+        payloads = []
+        for coord, row in zip(coords, self.reader.read_rows(coords)):
+            item, reason = self._prepare(coord, row)
+            if item is None:  # it was packable when saved: data or processing changed
+                raise ValueError(f"buffered row {coord} cannot be packed any more ({reason})")
+            payloads.append((len(item.sample.input_ids), item))
+        self.packer.load_state_dict(state["packer"], payloads)
+        self._exhausted = bool(state["exhausted"])
+        self._pending_skips = Counter(state["pending_skips"])
+        self.totals = Counter(state["totals"])
+        self.skipped = Counter(state["skipped"])

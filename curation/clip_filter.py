@@ -93,7 +93,10 @@ class _Scorer:
                     except Exception as exc:  # only reachable with validation switched off
                         r[REJECT] = {"step": STEP, "reason": "image_decode_error", "detail": str(exc)[:300]}
                 if keep:
-                    values = np.sum(model.embed_pixels(images) * model.embed_texts([row_text(r) for r in keep]), axis=1)
+                    size = self.cfg.batch_size  # one batch shape: scores independent of partitioning
+                    image_emb = model.embed_pixels(images, pad_to=size)
+                    text_emb = model.embed_texts([row_text(r) for r in keep], pad_to=size)
+                    values = np.sum(image_emb * text_emb, axis=1)
                     for r, value in zip(keep, values):
                         r["clip_score"] = float(value)
             yield pa.RecordBatch.from_pylist(rows, schema=batch.schema)

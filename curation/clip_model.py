@@ -141,21 +141,29 @@ class ClipModel:
     def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
         return self.embed_pixels([self.preprocess(open_rgb(b)) for b in images])
 
-    def embed_pixels(self, pixels: Sequence) -> np.ndarray:
-        """Embeddings of images already passed through `preprocess`."""
+    def embed_pixels(self, pixels: Sequence, pad_to: int = 0) -> np.ndarray:
+        """Embeddings of images already passed through `preprocess`. See `_padded` for pad_to."""
         import torch
 
         with self._context():
-            emb = self.model.encode_image(torch.stack(list(pixels)).to(self.device))
-        return _normalise(emb.float().cpu().numpy())
+            emb = self.model.encode_image(torch.stack(_padded(list(pixels), pad_to)).to(self.device))
+        return _normalise(emb.float().cpu().numpy()[: len(pixels)])
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str], pad_to: int = 0) -> np.ndarray:
         with self._context():
-            emb = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
-        return _normalise(emb.float().cpu().numpy())
+            emb = self.model.encode_text(self.tokenizer(_padded(list(texts), pad_to)).to(self.device))
+        return _normalise(emb.float().cpu().numpy()[: len(texts)])
 
     def scores(self, images: Sequence[bytes], texts: Sequence[str]) -> np.ndarray:
         return np.sum(self.embed_images(images) * self.embed_texts(texts), axis=1)
+
+
+def _padded(items: list, size: int) -> list:
+    """`items` repeated up to `size` entries. Matrix kernels pick their algorithm by shape (a batch
+    of one takes another path than a batch of 32), so the same row can come out with different last
+    bits in different batches; one fixed batch shape makes a row's embedding independent of which
+    rows share its batch, hence of the Spark partitioning."""
+    return items + [items[0]] * (size - len(items)) if items and len(items) < size else items
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

@@ -108,6 +108,15 @@ def checkpoint(df: DataFrame) -> DataFrame:
     return df.localCheckpoint(eager=True)
 
 
+BROADCAST_ROWS = 2_000_000  # id lists up to this size are shipped to every task (~100 MB)
+
+
+def small_side(df: DataFrame) -> DataFrame:
+    """`df` with a broadcast hint when it is small enough, so joining it to the full rows does not
+    shuffle them (Spark cannot size a checkpointed frame itself and would sort-merge join)."""
+    return F.broadcast(df) if df.count() <= BROADCAST_ROWS else df
+
+
 def reject_duplicates(
     df: DataFrame,
     components: DataFrame,
@@ -129,7 +138,9 @@ def reject_duplicates(
         order = [F.col("id").asc()]
     rank = Window.partitionBy("component").orderBy(*order)
     ranked = members.withColumn("_keeper", F.first("id").over(rank.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
-    verdicts = ranked.where(F.col("_keeper") != F.col("id")).select(F.col("id").alias("_dup_id"), F.col("_keeper").alias("_dup_of"))
-    joined = df.join(verdicts, df["id"] == verdicts["_dup_id"], "left")
+    verdicts = checkpoint(
+        ranked.where(F.col("_keeper") != F.col("id")).select(F.col("id").alias("_dup_id"), F.col("_keeper").alias("_dup_of"))
+    )
+    joined = df.join(small_side(verdicts), df["id"] == verdicts["_dup_id"], "left")
     marked = reject_where(joined, F.col("_dup_of").isNotNull(), step, reason, F.col("_dup_of"))
     return marked.drop("_dup_id", "_dup_of")

@@ -37,7 +37,8 @@ def decode(data: bytes) -> Image.Image | None:
             img = Image.open(io.BytesIO(data))
             img.load()
         return img
-    except Exception:  # corrupt or unknown bytes: the row is not compared (validation rejects it)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        # Corrupt, unknown or oversized: the image is not compared (validation rejects the row).
         return None
 
 

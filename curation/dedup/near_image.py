@@ -20,7 +20,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curation.dedup import image_hash
-from curation.dedup.components import LAST_ROUNDS, Progress, checkpoint, connected_components, reject_duplicates
+from curation.dedup.components import (
+    LAST_ROUNDS,
+    Progress,
+    checkpoint,
+    connected_components,
+    reject_duplicates,
+)
 from curation.dedup.near_text import bucket_pairs
 from curation.steps import is_kept, with_reject_column
 

@@ -20,7 +20,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curation.dedup import lsh, minhash
-from curation.dedup.components import LAST_ROUNDS, Progress, checkpoint, connected_components, reject_duplicates
+from curation.dedup.components import (
+    LAST_ROUNDS,
+    Progress,
+    checkpoint,
+    connected_components,
+    reject_duplicates,
+    small_side,
+)
 from curation.dedup.shingles import ngram_size, shingles, tokens
 from curation.steps import is_kept, with_reject_column
 
@@ -151,8 +158,13 @@ def candidate_pairs(signatures: DataFrame, cfg: NearTextDedupConfig, texts: Data
             raise ValueError("exact confirmation needs the (id, text) frame of the signatures")
         pairs = checkpoint(pairs)
         members = pairs.select(F.col("src").alias("id")).unionByName(pairs.select(F.col("dst").alias("id"))).distinct()
-        sides = texts.join(members, "id").mapInPandas(_ShingleSets(cfg), "id string, shingles binary")
-        sides = sides.select("id", F.col("shingles").alias("value"))
+        members = checkpoint(members)
+        # Materialised once: both ends of the pairs read it (else the texts are scanned twice).
+        sides = checkpoint(
+            texts.join(small_side(members), "id")
+            .mapInPandas(_ShingleSets(cfg), "id string, shingles binary")
+            .select("id", F.col("shingles").alias("value"))
+        )
     else:
         raise ValueError(f"near_dedup.verify must be exact, signature or none; got {cfg.verify!r}")
     side_a = sides.select(F.col("id").alias("src"), F.col("value").alias("a"))

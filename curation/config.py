@@ -198,3 +198,19 @@ def _keys(cfg: Any, prefix: str) -> list[str]:
         else:
             out.append(f"{prefix}{f.name}")
     return out
+
+
+def job_config(cls: type, argv: Sequence[str], prog: str) -> Any | None:
+    """The configuration of a job's command line, or None after `--print-config` printed it.
+
+    A configuration error ends the program with its message (no traceback): the user typed it.
+    """
+    args = [a for a in argv if a != "--print-config"]
+    try:
+        cfg = load(cls, args)
+    except (ConfigError, OSError) as exc:
+        raise SystemExit(f"{prog}: {exc}") from None
+    if "--print-config" in argv:
+        print(to_yaml(cfg))
+        return None
+    return cfg

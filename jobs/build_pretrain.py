@@ -74,15 +74,9 @@ def run(cfg: BuildPretrainConfig, spark=None) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    args = [a for a in argv if a != "--print-config"]
-    try:
-        cfg = configuration.load(BuildPretrainConfig, args)
-    except configuration.ConfigError as exc:
-        sys.exit(f"build_pretrain: {exc}")
-    if "--print-config" in argv:
-        print(configuration.to_yaml(cfg))
-        return
-    run(cfg)
+    cfg = configuration.job_config(BuildPretrainConfig, argv, "build_pretrain")
+    if cfg is not None:
+        run(cfg)
 
 
 if __name__ == "__main__":

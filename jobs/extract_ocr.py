@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from curation.config import ConfigError, load  # noqa: E402
+from curation.config import job_config  # noqa: E402
 from curation.spark import session  # noqa: E402
 from curation.writer import WriterConfig, write_output  # noqa: E402
 from synthesis.ocr_extract.step import STEP, ExtractConfig, extract_ocr  # noqa: E402
@@ -33,10 +33,12 @@ class ExtractJobConfig(ExtractConfig):
     writer: WriterConfig = field(default_factory=WriterConfig)
 
 
-def main(argv: list[str]) -> dict:
-    cfg = load(ExtractJobConfig, argv)
+def main(argv: list[str]) -> dict | None:
+    cfg = job_config(ExtractJobConfig, argv, "extract_ocr")
+    if cfg is None:
+        return None
     if not cfg.input:
-        raise ConfigError("input=DIR is required: a folder of contract shards (part-*.parquet)")
+        raise SystemExit("extract_ocr: input=DIR is required: a folder of contract shards (part-*.parquet)")
     spark = session("extract_ocr")
     start = time.time()
     df = spark.read.parquet(os.path.join(cfg.input, "part-*.parquet"))

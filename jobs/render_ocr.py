@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from curation.config import load  # noqa: E402
+from curation.config import job_config  # noqa: E402
 from curation.spark import session  # noqa: E402
 from curation.writer import WriterConfig, write_output  # noqa: E402
 from synthesis.ocr_render.source import STEP, RenderSourceConfig, rendered_source  # noqa: E402
@@ -30,8 +30,10 @@ class RenderJobConfig(RenderSourceConfig):
     writer: WriterConfig = field(default_factory=WriterConfig)
 
 
-def main(argv: list[str]) -> dict:
-    cfg = load(RenderJobConfig, argv)
+def main(argv: list[str]) -> dict | None:
+    cfg = job_config(RenderJobConfig, argv, "render_ocr")
+    if cfg is None:
+        return None
     spark = session("render_ocr")
     start = time.time()
     df = rendered_source(spark, cfg)

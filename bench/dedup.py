@@ -2,6 +2,8 @@
 
     python bench/dedup.py                       # 10k and 100k documents
     python bench/dedup.py --sizes 10000,100000,1000000 --datasketch-max 100000
+    python bench/dedup.py --sizes 1000000 --systems datasketch --datasketch-max 1000000 \
+        --output bench/results/dedup_1m_datasketch.json
 
 For each size a corpus of ~3 KB English-like documents (Zipf word frequencies) is generated
 streaming into shards (never held in memory), with planted near-duplicates: 10% of documents are
@@ -10,7 +12,8 @@ shingles). Both systems get the same documents and parameters (threshold, num_pe
 shingles). Measured:
 
 * ours: wall time of `spark-submit --master local[2] jobs/dedup.py` (JVM start, reading shards,
-  exact + near-text dedup, writing shards, rejects and funnel), i.e. end to end;
+  near-text dedup, writing shards, rejects and funnel), i.e. end to end; exact_dedup and
+  image_dedup are switched off since datasketch does neither;
 * datasketch: one Python process reading the same shards, shingling, MinHash.update_batch,
   MinHashLSH.insert for all, then query for all (candidate pairs);
 * recall: planted pairs with Jaccard >= threshold + 0.1 found (same cluster / candidate pair);
@@ -40,8 +43,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curation import schema  # noqa: E402
-from curation.dedup.shingles import jaccard, shingles  # noqa: E402
+from curation import schema
+from curation.dedup.shingles import jaccard, shingles
 
 WORDS_PER_DOC = 500  # ~3 KB of text
 DUP_RATE = 0.10
@@ -90,15 +93,20 @@ def generate(folder: Path, n_docs: int, seed: int = 0) -> dict:
             row = _row(text, i)
             if len(originals) < 20_000:
                 originals.append((row["id"], words))
+                texts[row["id"]] = text
             elif rng.random() < 0.05:  # keep a bounded pool of originals (memory stays flat)
-                originals[int(rng.integers(len(originals)))] = (row["id"], words)
-            texts[row["id"]] = text
+                slot = int(rng.integers(len(originals)))
+                evicted = originals[slot][0]
+                if evicted not in groups:  # its text is ground truth only if it has copies
+                    texts.pop(evicted, None)
+                originals[slot] = (row["id"], words)
+                texts[row["id"]] = text
         rows.append(row)
         if len(rows) == SHARD_DOCS:
-            pq.write_table(schema.rows_to_table(rows), folder / f"part-{shard:05d}.parquet", compression="zstd")
+            pq.write_table(schema.rows_to_table(rows), folder / f"part-{shard:05d}.parquet", compression="zstd", row_group_size=1024)
             rows, shard = [], shard + 1
     if rows:
-        pq.write_table(schema.rows_to_table(rows), folder / f"part-{shard:05d}.parquet", compression="zstd")
+        pq.write_table(schema.rows_to_table(rows), folder / f"part-{shard:05d}.parquet", compression="zstd", row_group_size=1024)
     (folder / "_manifest.json").write_text(json.dumps({"rows": n_docs, "generated_by": "bench/dedup.py"}))
     # Only texts of planted groups are kept for ground truth.
     members = set(groups) | {c for cs in groups.values() for c in cs}
@@ -115,7 +123,8 @@ def truth_pairs(groups: dict, texts: dict) -> dict[frozenset, float]:
         members = [orig, *copies]
         sets = {m: shingles(texts[m]) for m in members}
         for a, b in itertools.combinations(members, 2):
-            out[frozenset((a, b))] = jaccard(sets[a], sets[b])
+            if a != b:  # an edit that changed nothing gives the same content id: not a pair
+                out[frozenset((a, b))] = jaccard(sets[a], sets[b])
     return out
 
 
@@ -150,7 +159,7 @@ def run_ours(folder: Path, out: Path, threshold: float, num_perm: int) -> tuple[
         "--conf", "spark.sql.shuffle.partitions=8", "--conf", "spark.ui.showConsoleProgress=false",
         str(ROOT / "jobs" / "dedup.py"), f"input={folder}", f"output={out}",
         f"near_dedup.threshold={threshold}", f"near_dedup.num_perm={num_perm}",
-        "image_dedup.enabled=false", "card=false",
+        "exact_dedup.enabled=false", "image_dedup.enabled=false", "card=false",
     ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
@@ -172,6 +181,8 @@ def run_datasketch(folder: Path, threshold: float, num_perm: int) -> tuple[float
         table = pq.read_table(file, columns=["id", "messages"])
         for doc_id, messages in zip(table.column("id").to_pylist(), table.column("messages").to_pylist()):
             text = "\n".join(p["text"] for m in messages for p in m["content"] if p["type"] == "text")
+            if doc_id in lsh:  # an exact copy (same content id) is one document, as in ours
+                continue
             m = MinHash(num_perm=num_perm, seed=1)
             m.update_batch([s.encode("utf-8") for s in shingles(text)])
             lsh.insert(doc_id, m)
@@ -188,6 +199,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--datasketch-max", type=int, default=100_000, help="largest size datasketch runs at")
+    ap.add_argument("--systems", default="ours,datasketch", help="which to run: ours, datasketch or both")
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--num-perm", type=int, default=128)
     ap.add_argument("--workdir", default="/tmp/keyeforge_bench_dedup")
@@ -207,27 +219,32 @@ def main() -> None:
         truth = truth_pairs(planted["groups"], planted["texts"])
         print(f"[{n}] generated in {gen_s:.0f}s; {len(truth)} planted pairs", flush=True)
 
-        ours_s, out = run_ours(corpus, work / f"out_{n}", args.threshold, args.num_perm)
-        pairs = ours_pairs(out)
-        keeper = {}
-        for p in pairs:
-            a, b = tuple(p)
-            keeper[a], keeper[b] = keeper.get(a, a), keeper.get(b, b)
-        rejects = pq.ParquetDataset(sorted((out / "_rejects").glob("part-*.parquet"))).read().to_pylist()
-        root = {r["id"]: r["detail"] for r in rejects if r["reason"] == "near_duplicate"}
-        ours_same = lambda a, b: root.get(a, a) == root.get(b, b)  # noqa: E731
-        row = {"docs": n, "ours_s": ours_s, "ours_docs_per_s": n / ours_s, **{f"ours_{k}": v for k, v in score(pairs, ours_same, truth, planted["texts"], corpus, args.threshold).items()}}
-        print(f"[{n}] ours: {ours_s:.1f}s", flush=True)
-        if n <= args.datasketch_max:
+        row = {"docs": n}
+        if "ours" in args.systems:
+            ours_s, out = run_ours(corpus, work / f"out_{n}", args.threshold, args.num_perm)
+            pairs = ours_pairs(out)
+            rejects = pq.ParquetDataset(sorted((out / "_rejects").glob("part-*.parquet"))).read().to_pylist()
+            root = {r["id"]: r["detail"] for r in rejects if r["reason"] == "near_duplicate"}
+
+            def ours_same(a, b, root=root):  # same cluster: both map to one kept row
+                return root.get(a, a) == root.get(b, b)
+
+            quality = score(pairs, ours_same, truth, planted["texts"], corpus, args.threshold)
+            row.update({"ours_s": ours_s, "ours_docs_per_s": n / ours_s, **{f"ours_{k}": v for k, v in quality.items()}})
+            print(f"[{n}] ours: {ours_s:.1f}s", flush=True)
+        if "datasketch" in args.systems and n <= args.datasketch_max:
             ds_s, ds_pairs = run_datasketch(corpus, args.threshold, args.num_perm)
-            ds_same = lambda a, b: frozenset((a, b)) in ds_pairs  # noqa: E731
+            def ds_same(a, b, ds_pairs=ds_pairs):  # a candidate pair of the LSH index
+                return frozenset((a, b)) in ds_pairs
+
             row.update({"datasketch_s": ds_s, "datasketch_docs_per_s": n / ds_s, **{f"datasketch_{k}": v for k, v in score(ds_pairs, ds_same, truth, planted["texts"], corpus, args.threshold).items()}})
-            row["speedup"] = ds_s / ours_s
+            if "ours_s" in row:
+                row["speedup"] = ds_s / row["ours_s"]
             print(f"[{n}] datasketch: {ds_s:.1f}s", flush=True)
         results.append(row)
         _print_table(results)
         Path(args.output).write_text(json.dumps({"machine": machine, "threshold": args.threshold, "num_perm": args.num_perm, "results": results}, indent=2) + "\n")
-    if len(results) > 1:
+    if len(results) > 1 and all("ours_s" in r for r in results[-2:]):
         base = results[-2]
         print(f"per-document cost {results[-1]['docs']} vs {base['docs']}: {base['ours_docs_per_s'] / results[-1]['ours_docs_per_s']:.2f}x")
 
@@ -235,10 +252,12 @@ def main() -> None:
 def _print_table(results: list[dict]) -> None:
     print(f"{'docs':>9} {'ours docs/s':>12} {'datasketch docs/s':>18} {'speedup':>8} {'ours R/P':>12} {'datasketch R/P':>15}")
     for r in results:
+        ours = f"{r['ours_docs_per_s']:.0f}" if "ours_s" in r else "-"
+        ours_rp = f"{r['ours_recall']:.3f}/{r['ours_precision']:.3f}" if "ours_s" in r else "-"
         ds = f"{r['datasketch_docs_per_s']:.0f}" if "datasketch_s" in r else "-"
         sp = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
         dsrp = f"{r['datasketch_recall']:.3f}/{r['datasketch_precision']:.3f}" if "datasketch_s" in r else "-"
-        print(f"{r['docs']:>9} {r['ours_docs_per_s']:>12.0f} {ds:>18} {sp:>8} {r['ours_recall']:.3f}/{r['ours_precision']:.3f} {dsrp:>15}")
+        print(f"{r['docs']:>9} {ours:>12} {ds:>18} {sp:>8} {ours_rp:>12} {dsrp:>15}")
 
 
 def _cpu_name() -> str:

@@ -30,7 +30,7 @@ from curation.dedup import (
 )
 from curation.exact_dedup import ExactDedupConfig, exact_dedup
 from curation.spark import session
-from curation.writer import WriterConfig, read_manifest, write_output
+from curation.writer import OutputFolderError, WriterConfig, read_manifest, write_output
 
 
 @dataclass
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> None:
             print(configuration.to_yaml(cfg))
             return
         run(cfg)
-    except configuration.ConfigError as exc:
+    except (configuration.ConfigError, OutputFolderError) as exc:
         sys.exit(f"dedup: {exc}")
 
 

@@ -148,20 +148,40 @@ class _ClipMatcher:
         from curation.clip_filter import load_clip
 
         model = load_clip(self.clip_cfg)
+        size = max(1, self.cfg.clip_batch_size)
         for batch in batches:
+            # Every readable image of the batch's rows with text, embedded in model-sized chunks.
+            rows, images, owner = [], [], []
+            for row_id, row_images, text in zip(batch["id"], batch["images"], batch["text"]):
+                readable = [b for b in (row_images if row_images is not None else ()) if b is not None and image_hash.decode(b)]
+                if readable and text:
+                    owner.extend([len(rows)] * len(readable))
+                    images.extend(readable)
+                    rows.append((row_id, text))
+            if not rows:
+                yield pd.DataFrame({"id": [], "detail": []}, dtype=object)
+                continue
+            emb = np.concatenate([model.embed_images(images[i : i + size]) for i in range(0, len(images), size)])
+            close = (emb @ self.image_emb.T) >= self.cfg.clip_image_threshold  # (images, bench images)
+            owner = np.asarray(owner)
+            # Texts are embedded only for rows with an image close to some benchmark image.
+            candidates = {}
+            for r in np.unique(owner[close.any(axis=1)]):
+                items = np.unique(self.image_item[close[owner == r].any(axis=0)])
+                candidates[int(r)] = items
+            order = sorted(candidates)
+            texts = [rows[r][1] for r in order]
+            text_emb = (
+                np.concatenate([model.embed_texts(texts[i : i + size]) for i in range(0, len(texts), size)])
+                if texts
+                else np.zeros((0, self.text_emb.shape[1]))
+            )
             ids, details = [], []
-            for row_id, images, text in zip(batch["id"], batch["images"], batch["text"]):
-                readable = [b for b in (images if images is not None else ()) if b is not None and image_hash.decode(b)]
-                if not readable or not text:
-                    continue
-                img_sim = model.embed_images(readable) @ self.image_emb.T  # (row images, bench images)
-                close_items = np.unique(self.image_item[(img_sim >= self.cfg.clip_image_threshold).any(axis=0)])
-                if not len(close_items):
-                    continue
-                text_sim = model.embed_texts([text])[0] @ self.text_emb[close_items].T
-                hits = close_items[text_sim >= self.cfg.clip_text_threshold]
+            for r, t in zip(order, text_emb):
+                items = candidates[r]
+                hits = items[(self.text_emb[items] @ t) >= self.cfg.clip_text_threshold]
                 if len(hits):
-                    ids.append(row_id)
+                    ids.append(rows[r][0])
                     details.append(detail(*self.items[int(hits.min())], "clip"))
             yield pd.DataFrame({"id": ids, "detail": details}, dtype=object)
 

@@ -1,39 +1,15 @@
 """Test data for the dedup and decontamination tests: corpora with planted near-duplicates, images
-with edited copies, and a module-scoped local Spark session (imported by the test modules; this is
-not a conftest)."""
+with edited copies, a union-find for ground truth (imported by the test modules; not a conftest)."""
 
 from __future__ import annotations
 
 import io
-import os
 import random
-import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from curation import schema
-
-
-def local_spark(app: str, partitions: int = 4):
-    """A small local[2] session for one test module."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName(app)
-        .config("spark.sql.shuffle.partitions", str(partitions))
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
-
 
 # --- text -------------------------------------------------------------------------------------
 
@@ -128,7 +104,7 @@ class UnionFind:
 # --- images -----------------------------------------------------------------------------------
 
 
-def natural_image(seed: int, size: tuple[int, int] = (256, 192)) -> "Image.Image":
+def natural_image(seed: int, size: tuple[int, int] = (256, 192)):
     """A smooth random picture (blurred blobs and shapes): pHash behaves on it as on photos."""
     from PIL import Image, ImageDraw, ImageFilter
 
@@ -168,6 +144,3 @@ def image_row(images: list[bytes], caption: str, source: str = "test") -> dict:
         source, "caption", [schema.message("document", *parts, caption)], [schema.image_entry(b) for b in images]
     )
 
-
-def pixels(img) -> np.ndarray:
-    return np.asarray(img.convert("RGB"))

@@ -6,15 +6,27 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from tests.curation.dedup_fixtures import encode, image_row, natural_image, text_rows, variants, write_rows
 
 from curation import schema
 from curation.dedup.benchmarks import BenchmarkConfig, load_benchmark
-from curation.dedup.decontam import REASON, STEP, DecontamConfig, decontaminate, detail, parse_detail
-
+from curation.dedup.decontam import (
+    REASON,
+    STEP,
+    DecontamConfig,
+    decontaminate,
+    detail,
+    parse_detail,
+)
+from tests.curation.dedup_fixtures import (
+    encode,
+    image_row,
+    natural_image,
+    text_rows,
+    variants,
+    write_rows,
+)
 
 
 @pytest.fixture(scope="module")

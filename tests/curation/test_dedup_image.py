@@ -8,11 +8,16 @@ from math import comb
 
 import numpy as np
 import pytest
-from tests.curation.dedup_fixtures import encode, image_row, natural_image, variants, write_rows
 
 from curation.dedup import image_hash
 from curation.dedup.near_image import REASON, STEP, ImageDedupConfig, image_dedup
-
+from tests.curation.dedup_fixtures import (
+    encode,
+    image_row,
+    natural_image,
+    variants,
+    write_rows,
+)
 
 
 def test_pixel_hash_is_the_same_for_lossless_re_encodes_and_differs_for_lossy_ones():

@@ -4,18 +4,22 @@ manifest, funnel and rejects a person reads afterwards."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from tests.curation.dedup_fixtures import encode, image_row, natural_image, planted_corpus, text_rows, variants, write_rows
 
 from curation import config as configuration
 from curation.writer import read_manifest
-
 from jobs import dedup as dedup_job
-
+from tests.curation.dedup_fixtures import (
+    encode,
+    image_row,
+    natural_image,
+    planted_corpus,
+    text_rows,
+    variants,
+    write_rows,
+)
 
 
 def test_job_runs_every_step_and_accounts_for_every_row(spark, tmp_path):

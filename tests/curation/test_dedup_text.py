@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
-from tests.curation.dedup_fixtures import UnionFind, planted_corpus, text_rows, write_rows
 from pyspark.sql import functions as F
 
 from curation.dedup import lsh, minhash
@@ -19,6 +18,7 @@ from curation.dedup.near_text import (
     REASON,
     STEP,
     NearTextDedupConfig,
+    _shingle_hashes,
     candidate_pairs,
     kept_texts,
     near_dedup_text,
@@ -26,6 +26,12 @@ from curation.dedup.near_text import (
 )
 from curation.dedup.shingles import is_cjk, jaccard, shingles
 from curation.steps import reject_where, with_reject_column
+from tests.curation.dedup_fixtures import (
+    UnionFind,
+    planted_corpus,
+    text_rows,
+    write_rows,
+)
 
 THRESHOLD = 0.7
 
@@ -34,18 +40,30 @@ THRESHOLD = 0.7
 # --- no Spark -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("hash_name", ["token", "sha1"])
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])
 @pytest.mark.parametrize("seed", [1, 42])
-def test_signatures_equal_datasketch_hashvalues(scheme, seed):
+def test_signatures_equal_datasketch_hashvalues(hash_name, scheme, seed):
     texts = planted_corpus(3, "en", n_bases=4, n_singles=4)[:8] + planted_corpus(4, "zh", n_bases=3, n_singles=3)[:6]
-    texts += ["", "short text", "一二"]
-    sets = [shingles(t) for t in texts]
-    perms = minhash.permutations(128, seed, scheme)
-    ours = minhash.signatures([minhash.shingle_hashes(s) for s in sets], perms)
-    for s, sig in zip(sets, ours):
-        theirs = MinHash(num_perm=128, seed=seed, scheme=scheme)
-        theirs.update_batch([x.encode("utf-8") for x in s])
-        assert np.array_equal(theirs.hashvalues.astype(np.uint64), sig.astype(np.uint64))
+    texts += ["", "short text", "一二", "Mixed 中文 and English, with punctuation!"]
+    cfg = NearTextDedupConfig(seed=seed, scheme=scheme, hash=hash_name)
+    # The production path: the same function the Spark step calls per document.
+    ours = minhash.signatures([_shingle_hashes(t, cfg) for t in texts], minhash.permutations(128, seed, scheme))
+    hashfunc = {"token": minhash.shingle_hash32, "sha1": None}[hash_name]
+    for text, sig in zip(texts, ours):
+        theirs = MinHash(num_perm=128, seed=seed, scheme=scheme, hashfunc=hashfunc)
+        theirs.update_batch([x.encode("utf-8") for x in shingles(text)])
+        assert np.array_equal(theirs.hashvalues.astype(np.uint64), sig.astype(np.uint64)), text[:30]
+
+
+def test_token_hash_of_a_shingle_is_a_function_of_its_text_alone():
+    hasher = minhash.TokenHasher()
+    toks = ["a", "b", "c", "d", "e", "f", "g"]
+    from_tokens = hasher.shingle_hashes(toks, 5)
+    from_text = [minhash.shingle_hash32(" ".join(toks[i : i + 5]).encode()) for i in range(3)]
+    assert from_tokens.tolist() == from_text
+    assert len(set(from_text)) == 3
+    assert hasher.shingle_hashes(["only", "two"], 5).tolist() == [minhash.shingle_hash32(b"only two")]
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9, 0.95])
@@ -73,7 +91,8 @@ def test_shingles_choose_words_or_characters_per_row():
     }
     chinese = "我们今天去公园散步，天气很好。"
     assert is_cjk(chinese)
-    assert shingles(chinese, char_ngram=3) == {"".join(c) for c in zip("我们今天去公园散步天气很好", "们今天去公园散步天气很好"[0:], "今天去公园散步天气很好")}
+    chars = "我们今天去公园散步天气很好"  # punctuation dropped
+    assert shingles(chinese, char_ngram=3) == {" ".join(chars[i : i + 3]) for i in range(len(chars) - 2)}
     # Case, full-width forms and extra spaces do not make a different document.
     assert shingles("THE  quick ＢＲＯＷＮ fox jumps over the lazy dog", word_ngram=3) == shingles(english, word_ngram=3)
     assert shingles("") == set() and shingles("two words") == {"two words"}
@@ -156,7 +175,7 @@ def test_connected_components_equal_union_find_on_long_chains_and_stars(spark):
     nodes = [f"n{i:04d}" for i in range(600)]
     shuffled = nodes[:]
     rng.shuffle(shuffled)
-    edges = [(shuffled[i], shuffled[i + 1]) for i in range(0, 299)]  # a 300-node path in random id order
+    edges = [(shuffled[i], shuffled[i + 1]) for i in range(299)]  # a 300-node path in random id order
     edges += [(shuffled[300], shuffled[j]) for j in range(301, 340)]  # a star
     edges += [tuple(rng.sample(shuffled[340:], 2)) for _ in range(150)]  # random sparse graph
     edges += [(shuffled[599], shuffled[599])]  # a self loop only: a component of one node

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.dataset as ds
 
 from curation import schema
+from curation.dedup.decontam import parse_detail
 
 CARD = "card"
 
@@ -62,14 +63,16 @@ def _shard_stats(folder: Path) -> dict:
 
 def _reject_stats(folder: Path) -> dict:
     files = sorted(str(p) for p in (folder / "_rejects").glob("part-*.parquet"))
-    by_reason, examples = Counter(), {}
+    by_reason, examples, benchmarks = Counter(), {}, Counter()
     if files:
         for r in ds.dataset(files, format="parquet").to_table().to_pylist():
             key = (r["step"], r["reason"])
             by_reason[key] += 1
             if len(examples.setdefault(key, [])) < 3:
                 examples[key].append(r)
-    return {"by_reason": by_reason, "examples": examples}
+            if r["reason"] == "benchmark_overlap":
+                benchmarks[parse_detail(r["detail"] or "").get("benchmark", "?")] += 1
+    return {"by_reason": by_reason, "examples": examples, "benchmarks": benchmarks}
 
 
 # --- content -------------------------------------------------------------------------------------
@@ -105,6 +108,9 @@ def _sections(manifest: dict, funnel: dict | None, stats: dict, rejects: dict, p
             ex = "; ".join(f"{e['origin']}: {(e['detail'] or '')[:80]}" for e in rejects["examples"][(step, reason)])
             rows.append((step, reason, n, ex))
         sections.append(("Rejects", ["Every refused row is in `_rejects/` with its id, step, reason and detail."], rows, None))
+    if rejects["benchmarks"]:
+        rows = [("benchmark", "training rows removed")] + sorted(rejects["benchmarks"].items())
+        sections.append(("Benchmark overlap", ["Rows that matched an evaluation benchmark (decontamination)."], rows, None))
     if stats["tokens"]:
         t = np.array(stats["tokens"])
         sections.append((

@@ -1,5 +1,5 @@
-"""Build pretraining shards: ingest (+ rendered OCR) -> validate -> exact dedup -> CLIP filter ->
-shards + card.
+"""Build pretraining shards: ingest (+ rendered OCR) -> validate -> exact dedup -> near-duplicate
+text -> duplicate images -> benchmark decontamination -> CLIP filter -> shards + card.
 
     spark-submit jobs/build_pretrain.py                                  # bundled sample, local
     spark-submit jobs/build_pretrain.py sources=/data/laion output=out/laion clip.threshold=0.28
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from curation import config as configuration
 from curation import sample_corpus
 from curation.clip_filter import ClipConfig, clip_filter
+from curation.dedup import DecontamConfig, ImageDedupConfig, NearTextDedupConfig, decontaminate, image_dedup, near_dedup_text
 from curation.exact_dedup import ExactDedupConfig, exact_dedup
 from curation.sources import IngestConfig, read_sources
 from curation.spark import session
@@ -41,13 +42,23 @@ class BuildPretrainConfig:
     render_ocr: RenderSourceConfig = field(default_factory=lambda: RenderSourceConfig(enabled=False))
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    near_dedup: NearTextDedupConfig = field(default_factory=NearTextDedupConfig)
+    image_dedup: ImageDedupConfig = field(default_factory=ImageDedupConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)  # runs when benchmarks are listed
     clip: ClipConfig = field(default_factory=ClipConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     card: bool = True
 
 
 # (config field, step function) in pipeline order; ingest is the sources themselves.
-STEPS = [("validate", validate), ("exact_dedup", exact_dedup), ("clip", clip_filter)]
+STEPS = [
+    ("validate", validate),
+    ("exact_dedup", exact_dedup),
+    ("near_dedup", near_dedup_text),
+    ("image_dedup", image_dedup),
+    ("decontam", decontaminate),
+    ("clip", clip_filter),
+]
 
 
 def run(cfg: BuildPretrainConfig, spark=None) -> dict:
@@ -61,7 +72,7 @@ def run(cfg: BuildPretrainConfig, spark=None) -> dict:
         names.append(RENDER_STEP)
     for name, step in STEPS:
         step_cfg = getattr(cfg, name)
-        if step_cfg.enabled:
+        if step_cfg.enabled and not (name == "decontam" and not step_cfg.benchmarks):
             df = step(df, step_cfg)
             names.append(name)
     resolved = dataclasses.asdict(dataclasses.replace(cfg, sources=sources))

@@ -14,7 +14,6 @@ shards, `_rejects/`, `_funnel.json`, card and `_manifest.json` (written last).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 import time
 from dataclasses import dataclass, field
@@ -71,9 +70,7 @@ def run(cfg: DedupJobConfig, spark=None) -> dict:
             df = step(df, step_cfg)
             names.append(name)
             print(f"dedup: {name} planned ({time.time() - started:.1f}s)", flush=True)
-    # The card module may be absent in a trimmed install; shards, rejects and funnel do not need it.
-    card = cfg.card and importlib.util.find_spec("curation.card") is not None
-    manifest = write_output(df, cfg.output, names, dataclasses.asdict(cfg), cfg.writer, card=card, title="keyeforge deduplicated shards")
+    manifest = write_output(df, cfg.output, names, dataclasses.asdict(cfg), cfg.writer, card=cfg.card, title="keyeforge deduplicated shards")
     print(
         f"dedup: {manifest['rows']:,} rows kept in {len(manifest['shards'])} shards, "
         f"{manifest['rejects']['rows']:,} rejected -> {cfg.output} ({time.time() - started:.1f}s)"
@@ -82,15 +79,13 @@ def run(cfg: DedupJobConfig, spark=None) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    args = [a for a in argv if a != "--print-config"]
+    cfg = configuration.job_config(DedupJobConfig, argv, "dedup")
+    if cfg is None:
+        return
     try:
-        cfg = configuration.load(DedupJobConfig, args)
-        if "--print-config" in argv:
-            print(configuration.to_yaml(cfg))
-            return
         run(cfg)
-    except (configuration.ConfigError, OutputFolderError) as exc:
-        sys.exit(f"dedup: {exc}")
+    except configuration.ConfigError as exc:
+        raise SystemExit(f"dedup: {exc}") from None
 
 
 if __name__ == "__main__":

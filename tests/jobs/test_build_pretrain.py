@@ -61,7 +61,7 @@ def test_output_folder_layout(cli_output):
 def test_funnel_balances(cli_output):
     funnel = json.loads((cli_output / "_funnel.json").read_text())
     manifest = json.loads((cli_output / MANIFEST).read_text())
-    assert [s["step"] for s in funnel["steps"]] == ["ingest", "validate", "exact_dedup", "clip"]
+    assert [s["step"] for s in funnel["steps"]] == ["ingest", "validate", "exact_dedup", "near_dedup", "image_dedup", "clip"]
     for step in funnel["steps"]:
         assert step["in"] == step["out"] + sum(step["rejected"].values()), step
     for before, after in zip(funnel["steps"], funnel["steps"][1:]):
@@ -195,6 +195,7 @@ def test_rendered_ocr_source_joins_the_pipeline(sample_corpus, spark, tmp_path):
     cfg = configuration.load(BuildPretrainConfig, [
         f"output={tmp_path / 'ocr'}", f"sources={sample_corpus / 'table.parquet'}",
         "render_ocr.enabled=true", "render_ocr.count=6", "clip.enabled=false",
+        "near_dedup.enabled=false", "image_dedup.enabled=false",
     ])
     run(cfg, spark)
     funnel = json.loads((tmp_path / "ocr" / "_funnel.json").read_text())

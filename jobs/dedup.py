@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
         return
     try:
         run(cfg)
-    except configuration.ConfigError as exc:
+    except (configuration.ConfigError, OutputFolderError) as exc:
         raise SystemExit(f"dedup: {exc}") from None
 
 

@@ -34,12 +34,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[test]'
+	# DeepSpeed's CPU communication op is compiled on first use (~3 min): do it once here, cached
+	# under TORCH_EXTENSIONS_DIR, so the demo and the tests start at once.
+	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	touch $(STAMP)
 
-# The main job on the embedded default: local Spark over the bundled sample corpus.
+# The main job on the embedded default: local Spark over the bundled sample corpus, then a short
+# training stage of the tiny model on the shards it wrote.
 demo: setup
 	$(VENV)/bin/spark-submit jobs/build_pretrain.py
+	$(PY) -m training.launch
 	@echo "shards, funnel, rejects and card: out/pretrain (open out/pretrain/card/index.html)"
+	@echo "training: out/train/pretrain (report.md, metrics.jsonl, tensorboard/, export/)"
 
 # The whole suite: the main venv, then the PaddleOCR tests in their own venv.
 test: setup $(PADDLE_STAMP)

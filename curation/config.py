@@ -125,8 +125,9 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         raise ConfigError(errors[0] if errors else f"{key}: cannot be null")
     if origin in (list, tuple, Sequence):
         item = args[0] if args else Any
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # a,b,c: text items stay as typed, others are read as YAML scalars
+            parts = [v.strip() for v in value.split(",") if v.strip()]
+            value = parts if _base(item) is str else [yaml.safe_load(v) for v in parts]
         elif value is None:
             value = []
         elif not isinstance(value, (list, tuple)):
@@ -151,6 +152,11 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{key} expects a number, got {value!r}")
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

@@ -40,6 +40,18 @@ def test_int_accepted_for_float_and_strings_kept_verbatim():
     assert cfg.clip.name == "true"
 
 
+def test_scientific_notation_and_numeric_lists():
+    @dataclass
+    class Opt:
+        lr: float = 0.1
+        weights: list[float] = field(default_factory=list)
+
+    assert load(Opt, ["lr=1e-3"]).lr == 0.001
+    assert load(Opt, ["weights=1,0.5"]).weights == [1.0, 0.5]
+    with pytest.raises(ConfigError, match="lr expects a number"):
+        load(Opt, ["lr=fast"])
+
+
 def test_lists_from_commas_or_yaml():
     assert load(Outer, ["sources=a,b/c, d"]).sources == ["a", "b/c", "d"]
     assert load(Outer, ["sources=[x, y]"]).sources == ["x", "y"]

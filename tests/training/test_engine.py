@@ -1,0 +1,314 @@
+"""The engine on CPU (DeepSpeed ZeRO-1/2, gloo, one process): freezing and per-part learning
+rates, the loss normalised by the step's loss tokens, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from keye_helpers import png
+
+from curation import schema
+
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[2] / ".torch_extensions"))
+
+MAX_TOKENS = 192
+
+
+def write_shards(folder: Path, rows: list[dict], row_group_rows: int = 8) -> Path:
+    """A complete shard folder (one shard + _manifest.json) holding these rows."""
+    folder.mkdir(parents=True)
+    path = folder / "part-00000.parquet"
+    pq.write_table(schema.rows_to_table(rows), path, row_group_size=row_group_rows)
+    data = path.read_bytes()
+    entry = {"path": path.name, "rows": len(rows), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    manifest = {"schema_version": schema.SCHEMA_VERSION, "rows": len(rows), "bytes": len(data), "shards": [entry],
+                "config": {}, "code_version": "test"}
+    (folder / "_manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def training_rows(n: int = 24) -> list[dict]:
+    """Captions (an image each: the ViT and projector get gradients) and short chats."""
+    m = schema.message
+    rows = [schema.caption_row("t", png(56, 56 + 28 * (i % 2), i), f"a picture number {i}") for i in range(n // 2)]
+    rows += [schema.make_row("t", "text", [m("user", f"Count to {i}."), m("assistant", " ".join(["one"] * (1 + i)))])
+             for i in range(n - n // 2)]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def shard_folder(tmp_path_factory):
+    return write_shards(tmp_path_factory.mktemp("shards") / "mix", training_rows())
+
+
+def stage(name: str, output: Path, data: Path, *more: str):
+    from training.stages import load_stage
+
+    return load_stage([f"stage={name}", f"output={output}", f"data={data}", f"max_tokens={MAX_TOKENS}",
+                       "packer_buffer=8", "shuffle_buffer=8", "export=false", *more])
+
+
+def tiny(seed: int = 0):
+    from training.launch import resolve_model
+    from training.stages import StageConfig
+
+    return resolve_model(StageConfig(model="tiny", seed=seed))
+
+
+def parts_state(model) -> dict[str, dict[str, torch.Tensor]]:
+    from training.engine import model_parts
+
+    return {part: {f"{i}.{n}": p.detach().clone() for i, m in enumerate(mods) for n, p in m.named_parameters()}
+            for part, mods in model_parts(model).items()}
+
+
+def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_param_groups_freeze_and_scale_lr():
+    from training.engine import param_groups
+    from training.stages import load_stage
+
+    model = tiny()
+    cfg = load_stage(["stage=pretrain", "optimizer.lr=0.01", "lr_mult.visual=0.1", "lr_mult.llm=0.5",
+                      "train=visual,llm"])
+    groups = param_groups(model, cfg)
+    lrs = {(g["part"], g["weight_decay"] > 0): g["lr"] for g in groups}
+    assert {part for part, _ in lrs} == {"visual", "llm"}  # no group for the frozen projector
+    assert lrs[("visual", True)] == pytest.approx(0.001) and lrs[("llm", True)] == pytest.approx(0.005)
+    assert all(g["weight_decay"] == 0 for g in groups if any(p.ndim < 2 for p in g["params"]))
+    assert not any(p.requires_grad for p in model.mlp_AR.parameters())
+    assert all(p.requires_grad for p in model.visual.parameters())
+    grouped = sum(p.numel() for g in groups for p in g["params"])
+    assert grouped == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("zero", [1, 2])
+def test_align_trains_only_the_projector(tmp_path, shard_folder, zero):
+    from training.launch import run
+
+    cfg = stage("align", tmp_path / "out", shard_folder, "max_steps=3", f"deepspeed=configs/deepspeed/zero{zero}.json")
+    before = parts_state(tiny())
+    result = run(cfg)
+    assert result.step == 3
+    after = parts_state(result.engine.module)
+    assert not changed(before["visual"], after["visual"])  # bit-identical
+    assert not changed(before["llm"], after["llm"])
+    assert changed(before["projector"], after["projector"])
+
+
+def test_pretrain_changes_every_part(tmp_path, shard_folder):
+    from training.launch import run
+
+    cfg = stage("pretrain", tmp_path / "out", shard_folder, "max_steps=2", "optimizer.lr=0.001")
+    before = parts_state(tiny())
+    result = run(cfg)
+    after = parts_state(result.engine.module)
+    for part in ("visual", "projector", "llm"):
+        assert changed(before[part], after[part]), part
+    lrs = {g["part"]: g["lr"] for g in result.engine.optimizer.param_groups}  # inside DeepSpeed's optimizer
+    assert lrs["visual"] == pytest.approx(cfg.lr_mult.visual * lrs["llm"]) and cfg.lr_mult.visual != 1.0
+    rows = [json.loads(line) for line in (cfg.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "mfu", "padding_fraction",
+                "rank_imbalance"):
+        assert rows[-1][key] is not None, key
+
+
+def test_loss_is_normalised_by_the_steps_loss_tokens(tmp_path, shard_folder):
+    """Two micro-batches with different loss-token counts, SGD with lr 1, no clipping: the update
+    is minus the gradient of (sum of both batches' token losses) / (all their loss tokens),
+    computed here by hand from full logits on a copy of the model."""
+    from training.engine import build_engine, train_step
+    from training.losses import token_sum_cross_entropy
+
+    micro = _two_batches(shard_folder)  # a caption (with an image) and a chat
+    counts = [b.loss_tokens for b in micro]
+    assert counts[0] != counts[1]  # else a per-batch average would give the same answer
+    cfg = _sgd_stage(tmp_path / "out", shard_folder, micro_batches=2)
+    reference = tiny()
+    engine = build_engine(tiny(), cfg)
+
+    sums = []
+    for b in micro:
+        out = reference(**{k: v for k, v in b.inputs.items() if v is not None and k != "labels"})
+        targets = reference.shift_labels(b.inputs["labels"], b.inputs.get("cu_seqlens"))
+        sums.append(token_sum_cross_entropy(out.logits, targets))
+    assert [n for _, n in sums] == counts
+    weight = reference.lm_head.weight
+    mean_of_means = (sums[0][0] / counts[0] + sums[1][0] / counts[1]) / 2  # what the engine must NOT do
+    (wrong_grad,) = torch.autograd.grad(mean_of_means, weight, retain_graph=True)
+    (sum(s for s, _ in sums) / sum(counts)).backward()
+    # (parameters outside the forward, the ViT's unused pooling head, get no gradient and stay)
+    expected = {n: p.detach() - (p.grad if p.grad is not None else 0) for n, p in reference.named_parameters()}
+    assert reference.visual.vision_model.embeddings.patch_embedding.weight.grad.abs().max() > 0
+
+    step_sum, tokens = train_step(engine, micro, world=1)
+    assert tokens == sum(counts)
+    assert step_sum == pytest.approx(float(sum(s.detach() for s, _ in sums)), rel=1e-5)
+    got = dict(engine.module.named_parameters())
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name].detach(), value, rtol=1e-4, atol=1e-6, msg=name)
+    # the per-micro-batch average is measurably another update: this check can fail
+    assert not torch.allclose(got["lm_head.weight"].detach(), weight.detach() - wrong_grad, rtol=1e-4, atol=1e-6)
+
+
+RESUME = ("schedule.total_steps=6", "schedule.warmup_steps=2", "save_every=2", "optimizer.lr=0.001")
+
+
+@pytest.fixture(scope="module")
+def straight_six(tmp_path_factory, shard_folder):
+    """Weights and losses of one uninterrupted 6-step run."""
+    from training.launch import run
+
+    out = tmp_path_factory.mktemp("straight")
+    result = run(stage("pretrain", out, shard_folder, "max_steps=6", *RESUME))
+    assert result.start_step == 0
+    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return {k: v.clone() for k, v in result.engine.module.state_dict().items()}, losses
+
+
+def test_resume_continues_bit_for_bit(tmp_path, shard_folder, straight_six):
+    """4 steps (checkpoint at 2 and 4), then the same output with max_steps=6 resumes at 4; the
+    weights equal those of one uninterrupted 6-step run exactly."""
+    from training.engine import complete_checkpoints
+    from training.launch import run
+
+    first = run(stage("pretrain", tmp_path, shard_folder, "max_steps=4", *RESUME))
+    assert first.step == 4
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_2", "step_4"]
+    resumed = run(stage("pretrain", tmp_path, shard_folder, "max_steps=6", *RESUME))
+    assert (resumed.start_step, resumed.step) == (4, 6)
+    weights, losses = straight_six
+    a = resumed.engine.module.state_dict()
+    assert a.keys() == weights.keys()
+    assert all(torch.equal(a[k], weights[k]) for k in a), [k for k in a if not torch.equal(a[k], weights[k])][:5]
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in rows] == losses
+
+
+def test_incomplete_checkpoint_is_passed_over(tmp_path, shard_folder, straight_six):
+    """A run killed while writing its step-4 checkpoint (no COMPLETE marker) resumes from step 2
+    and still ends bit-identical to the uninterrupted run."""
+    from training.launch import run
+
+    run(stage("pretrain", tmp_path, shard_folder, "max_steps=4", *RESUME))
+    (tmp_path / "checkpoints" / "step_4" / "COMPLETE").unlink()
+    again = run(stage("pretrain", tmp_path, shard_folder, "max_steps=6", *RESUME))
+    assert (again.start_step, again.step) == (2, 6)
+    c = again.engine.module.state_dict()
+    assert all(torch.equal(c[k], straight_six[0][k]) for k in c)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # steps 3-4 of the killed run dropped
+    assert [r["loss"] for r in rows] == straight_six[1]
+
+
+def test_zero3_with_activation_checkpointing_matches_zero2(tmp_path, shard_folder):
+    """Same data, same init: ZeRO-3 + activation checkpointing gives ZeRO-2's losses and weights
+    (up to float summation order), and its export gathers the partitioned weights."""
+    from training.launch import run
+    from training.model import KeyeForConditionalGeneration
+
+    common = ("max_steps=2", "optimizer.lr=0.001")
+    z2 = run(stage("pretrain", tmp_path / "z2", shard_folder, *common))
+    z3 = run(stage("pretrain", tmp_path / "z3", shard_folder, *common, "deepspeed=configs/deepspeed/zero3.json",
+                   "gradient_checkpointing=true", "export=true"))
+    loss2 = [json.loads(x)["loss"] for x in (tmp_path / "z2" / "metrics.jsonl").read_text().splitlines()]
+    loss3 = [json.loads(x)["loss"] for x in (tmp_path / "z3" / "metrics.jsonl").read_text().splitlines()]
+    assert loss3 == pytest.approx(loss2, rel=1e-5)
+    exported = KeyeForConditionalGeneration.from_pretrained(z3.export).state_dict()
+    for name, value in z2.engine.module.state_dict().items():
+        torch.testing.assert_close(exported[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(exported["lm_head.weight"], tiny().lm_head.weight)  # it trained
+
+
+def test_mixture_weights_are_honoured_and_logged(tmp_path, shard_folder):
+    """Two folders, one with a negligible weight: the logged mixture is all from the other one."""
+    from training.launch import run
+
+    second = write_shards(tmp_path / "rare", training_rows(8))
+    cfg = stage("cot_coldstart", tmp_path / "out", shard_folder, "max_steps=2", f"data={shard_folder},{second}",
+                "data_weights=[1, 0.000001]")  # (a,b lists stay strings in curation.config)
+    run(cfg)
+    last = json.loads((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["mix/mix"] == 1.0 and "mix/rare" not in last
+
+
+def _two_batches(folder: Path):
+    """Two packed sequences with different loss-token counts (same on every caller)."""
+    from training.data import DataPipeline, ShardReader
+    from training.processor import KeyeProcessor, load_tokenizer
+
+    reader = ShardReader([folder], seed=0, rank=0, world_size=1, buffer_size=1, shuffle=False, epochs=1)
+    batches = list(DataPipeline(reader, KeyeProcessor(load_tokenizer()), max_tokens=48, buffer_size=1))
+    return [batches[0], next(b for b in batches if b.loss_tokens != batches[0].loss_tokens)]
+
+
+def _sgd_stage(output: Path, data: Path, micro_batches: int):
+    return stage("pretrain", output, data, f"micro_batches={micro_batches}", "optimizer.name=sgd", "optimizer.lr=1.0",
+                 "optimizer.grad_clip=0", "optimizer.weight_decay=0", "lr_mult.visual=1")
+
+
+def _data_parallel_worker(folder: str, out: str) -> None:
+    """Run under torchrun with 2 processes: rank r trains one SGD step on sequence r."""
+    from safetensors.torch import save_file
+
+    from training.engine import build_engine, rank_world, train_step
+
+    engine = build_engine(tiny(), _sgd_stage(Path(out) / "run", Path(folder), 1))
+    rank, world = rank_world()
+    train_step(engine, [_two_batches(Path(folder))[rank]], world)
+    if rank == 0:
+        save_file({k: v.contiguous() for k, v in engine.module.state_dict().items()}, str(Path(out) / "dp.safetensors"))
+
+
+def test_two_ranks_equal_one_rank_with_two_micro_batches(tmp_path, shard_folder):
+    """ZeRO-2 over 2 gloo processes, one sequence each == 1 process, both sequences as micro-batches:
+    the step's loss tokens are counted over ranks and DeepSpeed's rank average is undone."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from training.engine import _free_port, build_engine, train_step
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_engine; "
+        f"test_engine._data_parallel_worker({str(shard_folder)!r}, {str(tmp_path)!r})"
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "--no-python", sys.executable, "-c", code]
+    proc = subprocess.run(command, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two_ranks = load_file(str(tmp_path / "dp.safetensors"))
+
+    engine = build_engine(tiny(), _sgd_stage(tmp_path / "single", shard_folder, 2))
+    train_step(engine, _two_batches(shard_folder), world=1)
+    one_rank = engine.module.state_dict()
+    start = tiny().state_dict()
+    assert not torch.equal(one_rank["lm_head.weight"], start["lm_head.weight"])
+    for name, value in one_rank.items():
+        torch.testing.assert_close(two_ranks[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_train_flops_count_lm_head_on_loss_positions_only():
+    from training.data import PackedBatch
+    from training.data.cost import ModelDims, SampleShape, sequence_flops
+    from training.engine import train_flops
+
+    dims = ModelDims(llm_hidden=8, vocab_size=100)
+    shapes = [SampleShape(10), SampleShape(6)]
+    batch = PackedBatch(inputs={}, vision_cu_seqlens=None, sample_ids=[], coords=[], kinds=[], shapes=shapes,
+                        max_tokens=32, loss_tokens=5, real_tokens=16, truncated=0)
+    by_hand = 3 * (sequence_flops(shapes, dims) - 2 * 8 * 100 * (16 - 5))
+    assert train_flops([batch], dims) == by_hand

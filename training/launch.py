@@ -1,0 +1,156 @@
+"""`python -m training.launch stage=NAME key=value ...`: train one LM stage.
+
+    python -m training.launch                                   # tiny model, a few steps on out/pretrain
+    python -m training.launch stage=align data=out/captions max_steps=200 output=out/train/align
+    python -m training.launch stage=sft model=keye_8b init=/ckpt/keye-anneal deepspeed=configs/deepspeed/zero3.json
+    python -m training.launch stage=pretrain hostfile=/etc/hostfile  # several nodes
+
+Settings: configs/stages/NAME.yaml, then key=value overrides (`--print-config` shows the result;
+see training/stages.py for every key). Writes OUTPUT/metrics.jsonl, OUTPUT/tensorboard/,
+OUTPUT/checkpoints/ (the run resumes from the newest complete one when started again),
+OUTPUT/export/ (HF folder, safetensors) and OUTPUT/report.md.
+
+Processes: one process on the CPU or one GPU as it is; with several local GPUs, or a hostfile,
+this command starts itself again under the DeepSpeed launcher (one process per GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from curation.config import ConfigError, to_yaml
+from training.stages import REPO, StageConfig, load_stage
+
+log = logging.getLogger("training.launch")
+
+
+def resolve_model(cfg: StageConfig):
+    """The model of `cfg.model` (+ `cfg.init`): a YAML config with random weights (tiny only) or
+    an HF folder's weights."""
+    import torch
+
+    from training.model import KeyeForConditionalGeneration, load_model_config
+
+    name = cfg.model
+    named = REPO / "configs" / "models" / f"{name}.yaml"
+    source = Path(cfg.init) if cfg.init else Path(name) if Path(name).is_dir() else None
+    if source is not None:
+        if not (source / "config.json").is_file():
+            raise ConfigError(f"{source} is no HF model folder (no config.json)")
+        return KeyeForConditionalGeneration.from_pretrained(source, torch_dtype=torch.float32)
+    path = named if named.is_file() else Path(name)
+    if not path.is_file():
+        raise ConfigError(f"model={name}: not tiny, keye_8b, a model YAML or an HF folder")
+    if name != "tiny":
+        raise ConfigError(f"model={name} needs init=HF_FOLDER with its weights (training.model.weights builds one "
+                          "from SigLIP + Qwen3); only the tiny model starts from random weights")
+    torch.manual_seed(cfg.seed)
+    return KeyeForConditionalGeneration(load_model_config(path))
+
+
+def relaunch_command(cfg: StageConfig, argv: Sequence[str]) -> list[str] | None:
+    """The DeepSpeed launcher command when this run needs several processes and is not one yet."""
+    import torch
+
+    if "LOCAL_RANK" in os.environ:
+        return None
+    gpus = cfg.num_gpus if cfg.num_gpus is not None else torch.cuda.device_count()
+    if not cfg.hostfile and gpus <= 1:
+        return None
+    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--no_local_rank"]
+    if cfg.hostfile:
+        command += ["--hostfile", cfg.hostfile]
+    if gpus:
+        command += ["--num_gpus", str(gpus)]
+    return command + ["--module", "training.launch", *argv]
+
+
+def run(cfg: StageConfig):
+    """Build everything from the config and train; returns the engine's TrainResult."""
+    import torch
+
+    from training.data import DataPipeline, ShardReader
+    from training.engine import build_engine, rank_world, train
+    from training.metrics import MetricsWriter, device_peak_flops
+    from training.processor import KeyeProcessor, load_tokenizer
+
+    t0 = time.perf_counter()
+    model = resolve_model(cfg)
+    engine = build_engine(model, cfg)
+    rank, world = rank_world()
+    torch.manual_seed(cfg.seed + rank)
+    weights = cfg.data_weights or [1.0] * len(cfg.data)
+    reader = ShardReader(list(zip(cfg.data, weights)), seed=cfg.seed, buffer_size=cfg.shuffle_buffer,
+                         epochs=cfg.epochs)
+    tokenizer = load_tokenizer()
+    pipeline = DataPipeline(reader, KeyeProcessor(tokenizer), max_tokens=cfg.max_tokens,
+                            buffer_size=cfg.packer_buffer)
+    peak, peak_source = device_peak_flops(cfg.peak_tflops)
+    output = cfg.output_dir
+    output.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        (output / "config.yaml").write_text(to_yaml(cfg))
+    metrics = MetricsWriter(output, cfg.max_steps, enabled=rank == 0)
+    names = [Path(d).name for d in cfg.data]
+    try:
+        result = train(cfg, engine, pipeline, metrics, tokenizer, peak, names)
+    finally:
+        metrics.close()
+    if rank == 0:
+        write_report(cfg, result, pipeline, world, peak, peak_source, time.perf_counter() - t0)
+    return result
+
+
+def write_report(cfg, result, pipeline, world, peak, peak_source, seconds) -> None:
+    lines = [
+        f"# Training run: stage {cfg.stage}",
+        "",
+        f"- model: {cfg.model}{f' (init {cfg.init})' if cfg.init else ''}; trained parts: {', '.join(cfg.train)}",
+        f"- data: {', '.join(cfg.data)}",
+        f"- steps: {result.start_step} -> {result.step} of {cfg.max_steps}"
+        + (f" (resumed at {result.start_step})" if result.start_step else ""),
+        f"- last loss: {result.last_loss if result.last_loss is not None else 'n/a'}",
+        f"- ranks: {world}; peak FLOP/s for MFU: {peak:.3g} ({peak_source})",
+        (
+            f"- rows read {pipeline.totals.get('rows', 0)}, samples {pipeline.totals.get('samples', 0)}, "
+            f"skipped {dict(pipeline.skipped)}; padding fraction {pipeline.padding_fraction:.3f}"
+        ),
+        f"- wall time: {seconds:.1f} s",
+        f"- metrics: metrics.jsonl, tensorboard/; checkpoints: checkpoints/; export: {result.export or 'none'}",
+    ]
+    (cfg.output_dir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        cfg = load_stage([a for a in argv if a != "--print-config"])
+    except (ConfigError, OSError) as exc:
+        raise SystemExit(f"training.launch: {exc}") from None
+    if "--print-config" in argv:
+        print(to_yaml(cfg))
+        return 0
+    command = relaunch_command(cfg, argv)
+    if command:
+        return subprocess.call(command)
+    try:
+        result = run(cfg)
+    except ConfigError as exc:
+        raise SystemExit(f"training.launch: {exc}") from None
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    print(f"stage {cfg.stage}: steps {result.start_step}->{result.step}, last loss {result.last_loss}, "
+          f"export {result.export}, metrics {cfg.output_dir / 'metrics.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Losses as plain functions.
+
+The LM loss of a global step is normalised by the number of loss tokens of that whole step (all
+data-parallel ranks, all micro-steps), not averaged per sequence or per micro-batch:
+
+    loss = sum over every labelled token of the step of -log p(token) / global_loss_tokens
+
+so a token weighs the same whatever sequence, micro-step or rank it lands in. A rank cannot
+compute that quotient alone; it back-propagates its own share, `local_sum / global_loss_tokens`,
+for each micro-batch, and the gradients add up across micro-steps (gradient accumulation) and
+ranks (the data-parallel reduction) to the gradient of the global loss. DeepSpeed's reduction
+averages over ranks (divides by the world size) and, unless told otherwise, scales each
+micro-step by 1/gradient_accumulation_steps: `micro_step_loss` multiplies the world size back in,
+and the engine calls `backward(..., scale_wrt_gas=False)`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def token_sum_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(sum of next-token cross-entropy over targets != -100, number of such targets); fp32.
+    `targets` are already shifted (targets[i] is what position i predicts)."""
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    targets = targets.reshape(-1)
+    total = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total, int((targets != IGNORE_INDEX).sum())
+
+
+def sum_from_mean(mean_loss: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+    """The token sum back from a mean over `count` tokens (the model returns the mean and the count)."""
+    return mean_loss * float(count)
+
+
+def micro_step_loss(local_sum: torch.Tensor, global_loss_tokens: int, world_size: int = 1) -> torch.Tensor:
+    """What one micro-step back-propagates: its share of the global loss, times the world size
+    because the data-parallel reduction averages gradients over ranks (see the module docstring)."""
+    if global_loss_tokens <= 0:
+        raise ValueError(f"a step needs loss tokens, got global_loss_tokens={global_loss_tokens}")
+    return local_sum * (world_size / global_loss_tokens)
+
+
+def global_count(local: int, group=None) -> int:
+    """Sum of an integer over all ranks (itself without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return int(local)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else "cpu"
+    value = torch.tensor([int(local)], dtype=torch.int64, device=device)
+    dist.all_reduce(value, group=group)
+    return int(value.item())

@@ -1,0 +1,125 @@
+"""Stage configuration: one dataclass for every LM stage, one YAML per stage under configs/stages/.
+
+A stage is configuration, never a copy of the loop: which parts train (`train`), their learning
+rates (`lr` x `lr_mult`), the schedule, the data mixture and the DeepSpeed config. Values come
+from the dataclass defaults, then `configs/stages/NAME.yaml`, then `key=value` overrides, through
+`curation.config.load` (the same mechanism as the curation jobs):
+
+    cfg = load_stage(["stage=align", "max_steps=20", "data=out/a,out/b"])
+
+Parts of the model (the released attribute names): `visual` (ViT), `projector` (`mlp_AR`), `llm`
+(`model` + `lm_head`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from curation.config import ConfigError, load
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES_DIR = REPO / "configs" / "stages"
+PARTS = ("visual", "projector", "llm")
+
+
+@dataclass
+class LrMultipliers:
+    """Per-part factor on `optimizer.lr` (e.g. a ViT that moves 10x slower than the LLM)."""
+
+    visual: float = 1.0
+    projector: float = 1.0
+    llm: float = 1.0
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1.0e-4  # peak learning rate before the per-part multipliers
+    weight_decay: float = 0.0  # not applied to biases and norm weights
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1.0e-8
+    grad_clip: float = 1.0  # global gradient-norm clip; 0 = none
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["cosine", "constant", "linear"] = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1  # final lr / peak lr (cosine, linear)
+    # steps the decay spans; 0: max_steps. Set it when a run is stopped early and continued with
+    # a larger max_steps, so that the curve does not change under it.
+    total_steps: int = 0
+
+
+@dataclass
+class StageConfig:
+    stage: str = "pretrain"
+    # tiny | keye_8b (configs/models/NAME.yaml) | a model YAML | an HF folder (weights loaded)
+    model: str = "tiny"
+    # HF folder whose weights start the run. Without it a YAML model starts from random weights,
+    # which only the tiny model may do (a random 8B is never what anybody meant).
+    init: str | None = None
+    data: list[str] = field(default_factory=lambda: ["out/pretrain"])  # shard folders
+    data_weights: list[float] = field(default_factory=list)  # draw weight per folder; empty = equal
+    output: str = ""  # default out/train/STAGE
+    max_steps: int = 5  # optimizer steps
+    max_tokens: int = 1024  # tokens per packed sequence
+    micro_batches: int = 1  # packed sequences per rank per optimizer step (gradient accumulation)
+    train: list[str] = field(default_factory=lambda: list(PARTS))  # parts that learn; the rest is frozen
+    lr_mult: LrMultipliers = field(default_factory=LrMultipliers)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    deepspeed: str = "configs/deepspeed/zero2.json"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    gradient_checkpointing: bool = False
+    save_every: int = 0  # checkpoint every N steps (0: only at the end)
+    keep_checkpoints: int = 2  # complete checkpoints kept (older ones are deleted)
+    export: bool = True  # HF export (safetensors) to OUTPUT/export at the end
+    seed: int = 0
+    epochs: int | None = None  # None: stream the data forever; n: stop after n passes
+    shuffle_buffer: int = 256  # reader shuffle buffer (rows)
+    packer_buffer: int = 64  # packer look-ahead (samples)
+    peak_tflops: float | None = None  # device peak for MFU; None: table by device name / measured on CPU
+    hostfile: str | None = None  # several nodes: handed to the DeepSpeed launcher
+    num_gpus: int | None = None  # GPUs per node for the launcher; None: all local GPUs
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output or f"out/train/{self.stage}")
+
+    def check(self) -> StageConfig:
+        unknown = sorted(set(self.train) - set(PARTS))
+        if unknown:
+            raise ConfigError(f"train: unknown parts {unknown}; parts are {', '.join(PARTS)}")
+        if not self.train:
+            raise ConfigError("train: at least one part must learn")
+        if self.data_weights and len(self.data_weights) != len(self.data):
+            raise ConfigError(f"data_weights has {len(self.data_weights)} values for {len(self.data)} data folders")
+        for key in ("max_steps", "max_tokens", "micro_batches"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        return self
+
+
+def stage_file(name: str) -> Path:
+    path = STAGES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in STAGES_DIR.glob("*.yaml")))
+        raise ConfigError(f"no stage {name!r} ({path} is missing); stages: {known}")
+    return path
+
+
+def load_stage(argv: Sequence[str] = ()) -> StageConfig:
+    """`stage=NAME` picks configs/stages/NAME.yaml (default pretrain); other key=value override it."""
+    argv = list(argv)
+    names = [a.split("=", 1)[1] for a in argv if a.startswith("stage=")]
+    name = names[-1] if names else StageConfig.stage
+    rest = [a for a in argv if not a.startswith("stage=")]
+    cfg = load(StageConfig, ["--config", str(stage_file(name)), *rest])
+    if cfg.stage != name:
+        raise ConfigError(f"{stage_file(name)} says stage: {cfg.stage}, expected {name}")
+    return cfg.check()

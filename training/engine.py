@@ -87,6 +87,10 @@ def rank_world() -> tuple[int, int]:
 
 
 def model_parts(model: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
+    """The model's parts by name (what `train` and `lr_mult` refer to). A model may name its own
+    (`trainable_parts()`, e.g. vit_pretrain's visual/text/logit); the VLM's are the released names."""
+    if hasattr(model, "trainable_parts"):
+        return model.trainable_parts()
     return {"visual": [model.visual], "projector": [model.mlp_AR], "llm": [model.model, model.lm_head]}
 
 
@@ -107,7 +111,7 @@ def param_groups(model: torch.nn.Module, cfg: StageConfig) -> list[dict]:
                 groups.append({"params": params, "lr": lr, "base_lr": lr, "weight_decay": wd, "part": part})
     stray = [n for n, p in model.named_parameters() if id(p) not in seen]
     if stray:
-        raise ValueError(f"parameters outside visual/projector/llm: {stray[:5]}")
+        raise ValueError(f"parameters outside the parts {', '.join(model_parts(model))}: {stray[:5]}")
     return groups
 
 

@@ -22,7 +22,11 @@ from curation.config import ConfigError, load
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES_DIR = REPO / "configs" / "stages"
-PARTS = ("visual", "projector", "llm")
+PARTS = ("visual", "projector", "llm")  # the VLM's parts (task "lm")
+# parts of the model each task trains: "lm" is the VLM with the LM loss (every stage but
+# vit_pretrain); "contrastive" is vit_pretrain: the ViT, a small text tower and the SigLIP loss's
+# learnable temperature and bias ("logit")
+TASK_PARTS = {"lm": PARTS, "contrastive": ("visual", "text", "logit")}
 
 
 @dataclass
@@ -32,6 +36,8 @@ class LrMultipliers:
     visual: float = 1.0
     projector: float = 1.0
     llm: float = 1.0
+    text: float = 1.0  # vit_pretrain's text tower
+    logit: float = 1.0  # vit_pretrain's SigLIP temperature and bias
 
 
 @dataclass
@@ -58,6 +64,7 @@ class ScheduleConfig:
 @dataclass
 class StageConfig:
     stage: str = "pretrain"
+    task: Literal["lm", "contrastive"] = "lm"  # lm: the VLM, packed sequences; contrastive: vit_pretrain
     # tiny | keye_8b (configs/models/NAME.yaml) | a model YAML | an HF folder (weights loaded)
     model: str = "tiny"
     # HF folder whose weights start the run. Without it a YAML model starts from random weights,
@@ -70,6 +77,11 @@ class StageConfig:
     max_tokens: int = 1024  # tokens per packed sequence
     micro_batches: int = 1  # packed sequences per rank per optimizer step (gradient accumulation)
     train: list[str] = field(default_factory=lambda: list(PARTS))  # parts that learn; the rest is frozen
+    # contrastive (vit_pretrain): image-caption pairs per micro-batch per rank, caption token limit,
+    # and the text tower's config
+    batch_size: int = 16
+    max_text_tokens: int = 64
+    text_model: str = "configs/models/siglip_text_tiny.yaml"
     lr_mult: LrMultipliers = field(default_factory=LrMultipliers)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -92,14 +104,15 @@ class StageConfig:
         return Path(self.output or f"out/train/{self.stage}")
 
     def check(self) -> StageConfig:
-        unknown = sorted(set(self.train) - set(PARTS))
+        parts = TASK_PARTS[self.task]
+        unknown = sorted(set(self.train) - set(parts))
         if unknown:
-            raise ConfigError(f"train: unknown parts {unknown}; parts are {', '.join(PARTS)}")
+            raise ConfigError(f"train: unknown parts {unknown}; parts of task {self.task} are {', '.join(parts)}")
         if not self.train:
             raise ConfigError("train: at least one part must learn")
         if self.data_weights and len(self.data_weights) != len(self.data):
             raise ConfigError(f"data_weights has {len(self.data_weights)} values for {len(self.data)} data folders")
-        for key in ("max_steps", "max_tokens", "micro_batches"):
+        for key in ("max_steps", "max_tokens", "micro_batches", "batch_size", "max_text_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         return self

@@ -24,9 +24,10 @@ Per step, rank 0 logs loss, lr, grad norm, tokens/s, samples/s, estimated MFU (t
 the device peak), padding fraction, rank imbalance (max / mean of the ranks' step FLOPs) and,
 with several data folders, the mixture drawn so far.
 
-Not yet here: moving sequences between ranks with the Balancer (training/data/balance.py) — the
-imbalance is measured and logged, each rank still runs the sequences it packed; and a finite run
-(epochs=n) whose ranks run out of data at different steps (one rank would wait in the reduction).
+Which sequences a rank runs each step comes from training/global_step.py: every rank draws
+micro_batches sequences, ranks exchange their costs, the Balancer moves sequences so that every
+rank runs the same number at about the same cost, and ranks whose data ended early are topped up
+by the others. rank_imbalance is logged as run and as it would have been without the balancer.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from safetensors.torch import load_file, save_file
 from training.data.balance import exchange_costs
 from training.data.cost import ModelDims, sequence_flops
 from training.export import export_hf
+from training.global_step import GlobalSteps
 from training.losses import global_count, micro_step_loss, sum_from_mean
 from training.schedules import Schedule
 from training.stages import REPO, StageConfig
@@ -95,7 +97,8 @@ def model_parts(model: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
 
 
 def param_groups(model: torch.nn.Module, cfg: StageConfig) -> list[dict]:
-    """Freeze the parts not trained; one decay and one no-decay group per trained part."""
+    """Freeze the parts not trained; one decay and one no-decay group per trained part. Parameters
+    a model built frozen (never used in its forward) stay frozen in a trained part."""
     seen, groups = set(), []
     for part, modules in model_parts(model).items():
         trained = part in cfg.train
@@ -103,7 +106,10 @@ def param_groups(model: torch.nn.Module, cfg: StageConfig) -> list[dict]:
         for module in modules:
             for name, p in module.named_parameters():
                 seen.add(id(p))
-                p.requires_grad_(trained)
+                if not trained:
+                    p.requires_grad_(False)
+                if not p.requires_grad:  # frozen part, or frozen by the model itself (the VLM's unused ViT head)
+                    continue
                 (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
         lr = cfg.optimizer.lr * getattr(cfg.lr_mult, part)
         for params, wd in ((decay, cfg.optimizer.weight_decay), (no_decay, 0.0)):
@@ -233,6 +239,8 @@ class TrainResult:
     last_loss: float | None
     export: Path | None
     engine: object = None  # the DeepSpeed engine (its .module is the trained model)
+    dropped_sequences: int = 0  # read but not run at the end of a finite run (see global_step.py)
+    dropped_samples: int = 0
 
 
 def model_dims(config) -> ModelDims:
@@ -264,69 +272,86 @@ def train_step(engine, micro: list, world: int) -> tuple[float, int]:
     step's loss tokens over all ranks). Each micro-step back-propagates sum / global tokens."""
     global_tokens = global_count(sum(b.loss_tokens for b in micro))
     step_sum = 0.0
-    for batch in micro:
+    for i, batch in enumerate(micro):
+        # the boundary is set by hand: the last step of a finite run may have fewer micro-steps
+        # than the configured gradient accumulation, and DeepSpeed's own counter would drift
+        engine.set_gradient_accumulation_boundary(i == len(micro) - 1)
         out = engine(**_to(batch.inputs, engine.device), return_logits=False)
         local_sum = sum_from_mean(out.loss, out.num_loss_tokens)
         engine.backward(micro_step_loss(local_sum, global_tokens, world), scale_wrt_gas=False)
-        engine.step()  # DeepSpeed steps the optimizer on the last micro-step only
+        engine.step()  # DeepSpeed steps the optimizer on the boundary only
         step_sum += float(local_sum.detach())
     return step_sum, global_tokens
 
 
 def train(cfg: StageConfig, engine, pipeline, metrics, tokenizer=None, peak_flops: float | None = None,
-          source_names: list[str] | None = None) -> TrainResult:
-    """Resume if OUTPUT holds a complete checkpoint, run to cfg.max_steps, checkpoint, export."""
-    output, (_, world) = cfg.output_dir, rank_world()
+          source_names: list[str] | None = None, cost=None, ledger=None) -> TrainResult:
+    """Resume if OUTPUT holds a complete checkpoint, run to cfg.max_steps, checkpoint, export.
+
+    cost(batch) -> FLOPs of training on one packed sequence (default: the VLM's cost model); it
+    drives the balancer and the MFU estimate. ledger: a metrics.Ledger of the sample ids trained."""
+    output, (rank, world) = cfg.output_dir, rank_world()
     total = cfg.schedule.total_steps or cfg.max_steps
     schedule = Schedule(cfg.schedule.name, cfg.schedule.warmup_steps, total, cfg.schedule.min_lr_ratio)
-    dims = model_dims(engine.module.config)
+    if cost is None:
+        dims = model_dims(engine.module.config)
+        cost = lambda batch: train_flops([batch], dims)
     latest = complete_checkpoints(output)
     step = start = load_checkpoint(engine, latest[-1], pipeline) if latest else 0
     if latest:
         log.info("resumed from %s at step %d", latest[-1], step)
         metrics.resume_at(step)
-    batches, loss_value, mix = iter(pipeline), None, {}
+        if ledger is not None:
+            ledger.resume_at(step)
+    steps = GlobalSteps(pipeline, cfg.micro_batches, cost, balance=cfg.balance, rank=rank, world=world)
+    loss_value, mix, dropped = None, {}, [0, 0]
     while step < cfg.max_steps:
         t0 = time.perf_counter()
-        try:
-            micro = [next(batches) for _ in range(cfg.micro_batches)]
-        except StopIteration:  # a finite run (epochs=n) ends at the last full step
-            log.info("data ended after step %d", step)
+        plan = steps.next()
+        if plan is not None:
+            dropped = [dropped[0] + plan.dropped_sequences, dropped[1] + plan.dropped_samples]
+        if plan is None:
+            log.info("data ended after step %d", step)  # a finite run (epochs=n)
             break
         lr = set_lr(engine, schedule, step)
-        step_sum, global_tokens = train_step(engine, micro, world)
+        step_sum, global_tokens = train_step(engine, plan.mine, world)
         step += 1
         seconds = time.perf_counter() - t0
-        flops = train_flops(micro, dims)
-        per_rank = exchange_costs([flops, sum(b.real_tokens for b in micro), len(micro),
+        micro = plan.mine
+        per_rank = exchange_costs([sum(b.real_tokens for b in micro), sum(b.max_tokens for b in micro),
                                    sum(len(b.sample_ids) for b in micro), sum(b.padding_tokens for b in micro),
                                    step_sum])
-        totals = [sum(r[i] for r in per_rank) for i in range(6)]
-        loss_value = totals[5] / global_tokens
+        totals = [sum(r[i] for r in per_rank) for i in range(5)]
+        loss_value = totals[4] / global_tokens
         for b in micro:
             for coord in b.coords:
                 mix[coord.source] = mix.get(coord.source, 0) + 1
         grad_norm = engine.get_global_grad_norm()
-        loads = [r[0] for r in per_rank]
         values = {
             "loss": loss_value,
             "lr": lr,
             "grad_norm": float(grad_norm) if grad_norm is not None else None,
             "loss_tokens": global_tokens,
-            "tokens_per_s": totals[1] / seconds,
-            "samples_per_s": totals[3] / seconds,
+            "tokens_per_s": totals[0] / seconds,
+            "samples_per_s": totals[2] / seconds,
             "step_seconds": seconds,
-            "padding_fraction": totals[4] / (totals[2] * pipeline.max_tokens),
-            "rank_imbalance": max(loads) / (sum(loads) / len(loads)) if sum(loads) else 1.0,
-            "mfu": totals[0] / seconds / (peak_flops * world) if peak_flops else None,
+            "padding_fraction": totals[3] / totals[1],
+            "rank_imbalance": plan.imbalance,
+            "rank_imbalance_unbalanced": plan.imbalance_unbalanced,
+            "mfu": sum(plan.loads) / seconds / (peak_flops * world) if peak_flops else None,
         }
+        if plan.dropped_sequences:
+            values.update(dropped_sequences=plan.dropped_sequences, dropped_samples=plan.dropped_samples)
         if source_names and len(source_names) > 1:  # the mixture as drawn so far (this rank)
             seen = sum(mix.values())
             values.update({f"mix/{source_names[s]}": n / seen for s, n in sorted(mix.items())})
         metrics.log(step, values)
+        if ledger is not None:
+            ledger.log(step, plan.mine, plan.owners)
         if step < cfg.max_steps and cfg.save_every and step % cfg.save_every == 0:
             save_checkpoint(engine, output, step, pipeline, cfg.keep_checkpoints)
     if step > start:
         save_checkpoint(engine, output, step, pipeline, cfg.keep_checkpoints)
     folder = export_hf(engine, output / "export", tokenizer) if cfg.export else None
-    return TrainResult(start, step, loss_value, folder, engine)
+    return TrainResult(start, step, loss_value, folder, engine, dropped_sequences=dropped[0],
+                       dropped_samples=dropped[1])

@@ -8,10 +8,13 @@
 Settings: configs/stages/NAME.yaml, then key=value overrides (`--print-config` shows the result;
 see training/stages.py for every key). Writes OUTPUT/metrics.jsonl, OUTPUT/tensorboard/,
 OUTPUT/checkpoints/ (the run resumes from the newest complete one when started again),
-OUTPUT/export/ (HF folder, safetensors) and OUTPUT/report.md.
+OUTPUT/export/ (HF folder, safetensors), OUTPUT/ledger/ (the sample ids of every step, per rank)
+and OUTPUT/report.md.
 
-Processes: one process on the CPU or one GPU as it is; with several local GPUs, or a hostfile,
-this command starts itself again under the DeepSpeed launcher (one process per GPU).
+Processes: one process on the CPU or one GPU as it is; with several local GPUs, `num_gpus=N`, or
+a hostfile, this command starts itself again under the DeepSpeed launcher (one process per GPU;
+on a CPU-only machine num_gpus=N starts N gloo processes). Nodes are reached by ssh, or, with
+`node_rank=i master_addr=HOST`, each node runs this command itself (SLURM, Kubernetes).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curation.config import ConfigError, to_yaml
+from training.data.manifest import ShardFolderError
 from training.stages import REPO, StageConfig, load_stage
 
 log = logging.getLogger("training.launch")
@@ -66,42 +70,74 @@ def relaunch_command(cfg: StageConfig, argv: Sequence[str]) -> list[str] | None:
     command = [sys.executable, "-m", "deepspeed.launcher.runner", "--no_local_rank"]
     if cfg.hostfile:
         command += ["--hostfile", cfg.hostfile]
+    if cfg.node_rank is not None:  # every node runs this itself (no ssh): it needs the rendezvous
+        if not cfg.master_addr:
+            raise ConfigError("node_rank needs master_addr (the first node's address)")
+        command += ["--no_ssh", "--node_rank", str(cfg.node_rank)]
+    if cfg.master_addr:
+        command += ["--master_addr", cfg.master_addr, "--master_port", str(cfg.master_port)]
     if gpus:
         command += ["--num_gpus", str(gpus)]
     return command + ["--module", "training.launch", *argv]
+
+
+def build_pipeline(cfg: StageConfig, tokenizer, rank: int, world: int):
+    """This rank's data pipeline: shard folders -> ShardReader (its slice) -> processor -> packer."""
+    from training.data import DataPipeline, ShardReader
+    from training.processor import KeyeProcessor
+
+    weights = cfg.data_weights or [1.0] * len(cfg.data)
+    reader = ShardReader(list(zip(cfg.data, weights)), seed=cfg.seed, rank=rank, world_size=world,
+                         buffer_size=cfg.shuffle_buffer, epochs=cfg.epochs)
+    return DataPipeline(reader, KeyeProcessor(tokenizer), max_tokens=cfg.max_tokens, buffer_size=cfg.packer_buffer)
+
+
+def build_contrastive(cfg: StageConfig, tokenizer, rank: int, world: int):
+    """vit_pretrain: (model, pipeline of image-caption batches, cost per batch)."""
+    from training.data import ShardReader
+    from training.processor import KeyeProcessor
+    from training.vit_pretrain import ContrastivePipeline, build_vit_pretrain_model, contrastive_train_flops
+
+    model = build_vit_pretrain_model(cfg)
+    weights = cfg.data_weights or [1.0] * len(cfg.data)
+    reader = ShardReader(list(zip(cfg.data, weights)), seed=cfg.seed, rank=rank, world_size=world,
+                         buffer_size=cfg.shuffle_buffer, epochs=cfg.epochs)
+    pipeline = ContrastivePipeline(reader, tokenizer, KeyeProcessor(tokenizer), cfg.batch_size, cfg.max_text_tokens)
+    return model, pipeline, lambda batch: contrastive_train_flops(batch, model.config)
 
 
 def run(cfg: StageConfig):
     """Build everything from the config and train; returns the engine's TrainResult."""
     import torch
 
-    from training.data import DataPipeline, ShardReader
-    from training.engine import build_engine, rank_world, train
-    from training.metrics import MetricsWriter, device_peak_flops
-    from training.processor import KeyeProcessor, load_tokenizer
+    from training.engine import build_engine, init_distributed, rank_world, train
+    from training.metrics import Ledger, MetricsWriter, device_peak_flops
+    from training.processor import load_tokenizer
 
     t0 = time.perf_counter()
-    model = resolve_model(cfg)
-    engine = build_engine(model, cfg)
+    init_distributed()
     rank, world = rank_world()
-    torch.manual_seed(cfg.seed + rank)
-    weights = cfg.data_weights or [1.0] * len(cfg.data)
-    reader = ShardReader(list(zip(cfg.data, weights)), seed=cfg.seed, buffer_size=cfg.shuffle_buffer,
-                         epochs=cfg.epochs)
     tokenizer = load_tokenizer()
-    pipeline = DataPipeline(reader, KeyeProcessor(tokenizer), max_tokens=cfg.max_tokens,
-                            buffer_size=cfg.packer_buffer)
+    cost = None  # the VLM's cost model (engine.train_flops)
+    if cfg.task == "contrastive":
+        model, pipeline, cost = build_contrastive(cfg, tokenizer, rank, world)
+    else:
+        model, pipeline = resolve_model(cfg), build_pipeline(cfg, tokenizer, rank, world)
+    engine = build_engine(model, cfg)
+    torch.manual_seed(cfg.seed + rank)
     peak, peak_source = device_peak_flops(cfg.peak_tflops)
     output = cfg.output_dir
     output.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         (output / "config.yaml").write_text(to_yaml(cfg))
     metrics = MetricsWriter(output, cfg.max_steps, enabled=rank == 0)
+    ledger = Ledger(output, rank, enabled=cfg.ledger)
     names = [Path(d).name for d in cfg.data]
     try:
-        result = train(cfg, engine, pipeline, metrics, tokenizer, peak, names)
+        result = train(cfg, engine, pipeline, metrics, tokenizer, peak, names, cost=cost, ledger=ledger)
     finally:
         metrics.close()
+        ledger.close()
     if rank == 0:
         write_report(cfg, result, pipeline, world, peak, peak_source, time.perf_counter() - t0)
     return result
@@ -120,6 +156,12 @@ def write_report(cfg, result, pipeline, world, peak, peak_source, seconds) -> No
         (
             f"- rows read {pipeline.totals.get('rows', 0)}, samples {pipeline.totals.get('samples', 0)}, "
             f"skipped {dict(pipeline.skipped)}; padding fraction {pipeline.padding_fraction:.3f}"
+        ),
+        (
+            f"- end of data: {result.dropped_sequences} sequence(s), {result.dropped_samples} samples read but not "
+            "run (fewer than one per rank)"
+            if result.dropped_sequences
+            else "- end of data: nothing dropped"
         ),
         f"- wall time: {seconds:.1f} s",
         f"- metrics: metrics.jsonl, tensorboard/; checkpoints: checkpoints/; export: {result.export or 'none'}",
@@ -143,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return subprocess.call(command)
     try:
         result = run(cfg)
-    except ConfigError as exc:
+    except (ConfigError, ShardFolderError) as exc:  # a wrong setting or data folder: the message, no traceback
         raise SystemExit(f"training.launch: {exc}") from None
     if os.environ.get("RANK", "0") != "0":
         return 0

@@ -54,3 +54,35 @@ def global_count(local: int, group=None) -> int:
     value = torch.tensor([int(local)], dtype=torch.int64, device=device)
     dist.all_reduce(value, group=group)
     return int(value.item())
+
+
+# --- SigLIP (vit_pretrain) ------------------------------------------------------------------------
+
+
+def siglip_logits(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor
+) -> torch.Tensor:
+    """(n, n) pair logits exp(t') * <x_i, y_j> + b of L2-normalised embeddings, in fp32.
+    `logit_scale` is t' (log temperature; SigLIP starts it at log 10), `logit_bias` is b (-10)."""
+    x = F.normalize(image_emb.float(), dim=-1)
+    y = F.normalize(text_emb.float(), dim=-1)
+    return logit_scale.float().exp() * (x @ y.T) + logit_bias.float()
+
+
+def siglip_sigmoid_loss(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """SigLIP's sigmoid loss (Zhai et al. 2023) as (sum over the batch's rows, number of pairs n):
+
+        sum / n = -1/n * sum_i sum_j log sigmoid(z_ij * (exp(t') * <x_i, y_j> + b))
+
+    with z_ii = +1 (image i and its own caption) and z_ij = -1 otherwise. Every pair is an
+    independent binary problem, so no softmax over the batch: the sum over a rank's rows can be
+    added across ranks and micro-steps and divided by the global pair count, like the LM's token
+    sums (see the module docstring). Negatives are the other captions of the same batch."""
+    n = image_emb.shape[0]
+    if text_emb.shape[0] != n:
+        raise ValueError(f"{n} image embeddings but {text_emb.shape[0]} text embeddings")
+    logits = siglip_logits(image_emb, text_emb, logit_scale, logit_bias)
+    signs = 2 * torch.eye(n, device=logits.device) - 1  # +1 on the diagonal, -1 elsewhere
+    return -F.logsigmoid(signs * logits).sum(), n

@@ -33,12 +33,8 @@ class MetricsWriter:
         a killed run did past its last checkpoint and that will now be run again)."""
         if not self.enabled:
             return
-        path = Path(self._file.name)
         self._file.close()
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-                if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(kept), encoding="utf-8")
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._file = truncate_jsonl(Path(self._file.name), step)
         if self._bar is not None:
             self._bar.n = step
             self._bar.refresh()
@@ -64,6 +60,59 @@ class MetricsWriter:
             if closer is not None:
                 closer.close()
         self._file = self._tb = self._bar = None
+
+
+def truncate_jsonl(path: Path, step: int):
+    """Keep the lines of a per-step JSONL file with "step" <= step (a torn last line of a killed
+    run goes too); returns the file opened for appending."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError):  # the half-written line of a process killed mid-write
+            continue
+    path.write_text("".join(kept), encoding="utf-8")
+    return open(path, "a", encoding="utf-8")  # the caller closes it
+
+
+class Ledger:
+    """OUTPUT/ledger/rank{r}.jsonl: per step, the sample ids this rank trained on and which rank
+    read each sequence — the audit trail of what the weights have seen (after a resume it is cut
+    back to the checkpoint, like metrics.jsonl, so it lists each step once)."""
+
+    def __init__(self, output: str | Path, rank: int, enabled: bool = True):
+        self._file = None
+        if enabled:
+            folder = Path(output) / "ledger"
+            folder.mkdir(parents=True, exist_ok=True)
+            self._file = open(folder / f"rank{rank}.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (close())
+
+    def resume_at(self, step: int) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = truncate_jsonl(Path(self._file.name), step)
+
+    def log(self, step: int, sequences: list, owners: list[int]) -> None:
+        if self._file is None:
+            return
+        record = {"step": step, "sequences": [{"owner": o, "ids": list(b.sample_ids)} for b, o in zip(sequences, owners)]}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_ledger(output: str | Path) -> dict[int, list[dict]]:
+    """Every rank's ledger: {rank: [records in step order]}."""
+    found = {}
+    for path in sorted((Path(output) / "ledger").glob("rank*.jsonl")):
+        found[int(path.stem[4:])] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return found
 
 
 # Dense bf16 peak of one device, TFLOP/s (vendor datasheets, no sparsity), by a substring of its name.

@@ -88,6 +88,8 @@ class StageConfig:
     deepspeed: str = "configs/deepspeed/zero2.json"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
+    balance: bool = True  # move sequences between ranks so each step's rank costs are even (global_step.py)
+    ledger: bool = True  # OUTPUT/ledger/rank{r}.jsonl: the sample ids each step trained on
     save_every: int = 0  # checkpoint every N steps (0: only at the end)
     keep_checkpoints: int = 2  # complete checkpoints kept (older ones are deleted)
     export: bool = True  # HF export (safetensors) to OUTPUT/export at the end
@@ -97,7 +99,12 @@ class StageConfig:
     packer_buffer: int = 64  # packer look-ahead (samples)
     peak_tflops: float | None = None  # device peak for MFU; None: table by device name / measured on CPU
     hostfile: str | None = None  # several nodes: handed to the DeepSpeed launcher
-    num_gpus: int | None = None  # GPUs per node for the launcher; None: all local GPUs
+    num_gpus: int | None = None  # processes per node for the launcher; None: all local GPUs (CPU: 2+ = gloo ranks)
+    # Without ssh (SLURM, Kubernetes: each node starts its own launcher): this node's index in the
+    # hostfile, and the first node's address and port. None: the launcher reaches the nodes by ssh.
+    node_rank: int | None = None
+    master_addr: str | None = None
+    master_port: int = 29500
 
     @property
     def output_dir(self) -> Path:

@@ -1,13 +1,15 @@
-"""MinHash signatures, vectorised with numpy over a batch of documents.
+"""MinHash signatures, vectorised with numpy over a whole batch of documents.
 
 The signatures are bit-for-bit those of ``datasketch.MinHash(num_perm, seed, hashfunc=...)`` fed the
 same shingles (UTF-8 bytes), so a datasketch user can check or reuse them. Two shingle hashes:
 
-* ``token`` (default, fast): a shingle's hash combines the cached 32-bit hashes of its tokens, so a
-  document costs one dictionary lookup per token and a few numpy operations instead of one SHA-1
-  per shingle. datasketch gets the same values with ``hashfunc=shingle_hash32`` (this module).
+* ``token`` (default, fast): a shingle's hash combines 32-bit hashes of its tokens, and a token's
+  hash is a polynomial over its bytes that numpy computes for every token of a batch at once (no
+  Python object per token or shingle). datasketch gets the same values with
+  ``hashfunc=shingle_hash32`` (this module).
 * ``sha1``: datasketch's default hash function (first 4 bytes of SHA-1, little endian), for
-  signatures that equal ``datasketch.MinHash(num_perm, seed)`` with no hashfunc argument.
+  signatures that equal ``datasketch.MinHash(num_perm, seed)`` with no hashfunc argument. One
+  hashlib call per shingle remains, driven by C-level ``map`` over slices of one buffer.
 
 Permutations (as datasketch's schemes):
 
@@ -22,11 +24,14 @@ values agree.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from curation.dedup.shingles import TokenSpans, shingle_layout
 
 Scheme = Literal["affine32", "legacy"]
 EMPTY = np.uint32(0xFFFFFFFF)  # the signature value of a document without shingles
@@ -62,16 +67,93 @@ def permutations(num_perm: int = 128, seed: int = 1, scheme: Scheme = "affine32"
     raise ValueError(f"unknown MinHash scheme {scheme!r}; use affine32 or legacy")
 
 
-def shingle_hashes(shingles: Iterable[str]) -> np.ndarray:
-    """32-bit hashes of shingles: the first 4 bytes of SHA-1 of the UTF-8 text, little endian."""
-    sha1 = hashlib.sha1
-    digest = b"".join([sha1(s.encode("utf-8")).digest()[:4] for s in shingles])
-    return np.frombuffer(digest, dtype="<u4").astype(np.uint32)
+# --- shingle hashes -----------------------------------------------------------------------------
 
 
 def sha1_hash32(data: bytes) -> int:
     """datasketch's default hash: the first 4 bytes of SHA-1, little endian."""
     return int.from_bytes(hashlib.sha1(data).digest()[:4], "little")
+
+
+def sha1_hashes(shingles: Iterable[str]) -> np.ndarray:
+    """`sha1_hash32` of each shingle's UTF-8 (the reference for the batched `sha1` path)."""
+    return np.array([sha1_hash32(s.encode("utf-8")) for s in shingles], dtype=np.uint32)
+
+
+# Token hash: poly = sum_j byte_j * P^j mod 2^64, then MurmurHash3's 64-bit finaliser over poly plus
+# the length, top 32 bits. The polynomial form is what lets numpy hash every token of a batch with
+# one prefix sum (see `token_hashes`).
+_P = 0xA0761D6478BD642F  # odd, so invertible mod 2^64
+_P_INV = pow(_P, -1, 1 << 64)
+_LENGTH = 0xE7037ED1A0B428DB
+_M64 = (1 << 64) - 1
+
+
+def token_hash32(token: bytes) -> int:
+    """The hash of one token (its UTF-8 bytes), in plain Python: the reference for `token_hashes`."""
+    poly, power = 0, 1
+    for byte in token:
+        poly = (poly + byte * power) & _M64
+        power = (power * _P) & _M64
+    h = (poly + len(token) * _LENGTH) & _M64
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _M64
+    h ^= h >> 33
+    return h >> 32
+
+
+class _Powers:
+    """P^i and P^-i mod 2^64 for i < size, grown on demand (one table per Python worker)."""
+
+    def __init__(self):
+        self.up = np.ones(1, dtype=np.uint64)
+        self.down = np.ones(1, dtype=np.uint64)
+
+    def get(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if size > len(self.up):
+            n = max(size, 2 * len(self.up))
+            # cumprod wraps around in uint64: exactly the powers mod 2^64.
+            self.up = np.cumprod(np.full(n, _P, dtype=np.uint64)) * np.uint64(_P_INV)
+            self.down = np.cumprod(np.full(n, _P_INV, dtype=np.uint64)) * np.uint64(_P)
+        return self.up, self.down
+
+
+_POWERS = _Powers()
+_TOKEN_CHUNK = 1 << 20  # bytes per prefix sum: keeps the uint64 temporaries near 8 MB
+
+
+def token_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """`token_hash32` of every span `data[starts[i]:ends[i]]`, vectorised.
+
+    With prefix sums c[k] = sum_{i<k} byte_i * P^i, a span's polynomial is (c[e] - c[s]) * P^-s:
+    a few array operations per ~1 MB of text instead of a loop per token.
+    """
+    out = np.empty(len(starts), dtype=np.uint32)
+    i = 0
+    while i < len(starts):
+        base = int(starts[i])
+        j = max(i + 1, int(np.searchsorted(starts, base + _TOKEN_CHUNK)))
+        size = int(ends[j - 1]) - base
+        up, down = _POWERS.get(size + 1)
+        terms = data[base : base + size].astype(np.uint64)
+        terms *= up[:size]
+        prefix = np.zeros(size + 1, dtype=np.uint64)
+        np.cumsum(terms, out=prefix[1:])  # wraps around: sums mod 2^64
+        s, e = starts[i:j] - base, ends[i:j] - base
+        poly = (prefix[e] - prefix[s]) * down[s]
+        out[i:j] = _fmix64(poly + (e - s).astype(np.uint64) * np.uint64(_LENGTH)) >> np.uint64(32)
+        i = j
+    return out
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
 
 
 _ROTATE = np.uint32(5)
@@ -87,42 +169,11 @@ def _combine_step(h: np.ndarray, t: np.ndarray) -> np.ndarray:
 def shingle_hash32(shingle: bytes) -> int:
     """The `token` hash of one shingle (UTF-8 bytes of space-joined tokens), as datasketch's
     `hashfunc`: MinHash(hashfunc=shingle_hash32) then gives our signatures."""
-    toks = shingle.decode("utf-8").split(" ")
+    toks = shingle.split(b" ")
     h = np.array([_START], dtype=np.uint32)
     for tok in toks:
-        h = _combine_step(h, np.array([sha1_hash32(tok.encode("utf-8"))], dtype=np.uint32))
+        h = _combine_step(h, np.array([token_hash32(tok)], dtype=np.uint32))
     return int(fmix32(h ^ np.uint32(len(toks)))[0])
-
-
-class TokenHasher:
-    """Shingle hashes from token lists; token hashes are cached (natural text reuses its words)."""
-
-    def __init__(self, max_cache: int = 2_000_000):
-        self.cache: dict[str, int] = {}
-        self.max_cache = max_cache
-
-    def token_hashes(self, toks: list[str]) -> np.ndarray:
-        cache = self.cache
-        if len(cache) > self.max_cache:
-            cache.clear()
-        values = list(map(cache.get, toks))  # C-level loop; None where a token is new
-        if None in values:
-            for i, tok in enumerate(toks):
-                if values[i] is None:
-                    values[i] = cache.setdefault(tok, sha1_hash32(tok.encode("utf-8")))
-        return np.array(values, dtype=np.uint32)
-
-    def shingle_hashes(self, toks: list[str], n: int) -> np.ndarray:
-        """Hashes of the n-token shingles (one shingle of all tokens when there are <= n)."""
-        if not toks:
-            return np.zeros(0, dtype=np.uint32)
-        t = self.token_hashes(toks)
-        width = min(n, len(t))
-        count = len(t) - width + 1
-        h = np.full(count, _START, dtype=np.uint32)
-        for k in range(width):
-            h = _combine_step(h, t[k : k + count])
-        return fmix32(h ^ np.uint32(width))
 
 
 def fmix32(h: np.ndarray) -> np.ndarray:
@@ -134,45 +185,104 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
-def signatures(hash_sets: Sequence[np.ndarray], perms: Permutations, max_cells: int = 1 << 22) -> np.ndarray:
+def batch_shingle_hashes(spans: TokenSpans, hash_name: str = "token") -> tuple[np.ndarray, np.ndarray]:
+    """(hashes of every shingle of the batch in document order, shingles per document).
+
+    A document's shingles may repeat (the minimum and the set of hashes are the same).
+    """
+    first, width, per_doc = shingle_layout(spans.counts, spans.ngram)
+    if hash_name == "token":
+        return _token_shingles(spans, first, width), per_doc
+    if hash_name == "sha1":
+        return _sha1_shingles(spans, first, width), per_doc
+    raise ValueError(f"near_dedup.hash must be token or sha1; got {hash_name!r}")
+
+
+def _token_shingles(spans: TokenSpans, first: np.ndarray, width: np.ndarray) -> np.ndarray:
+    t = token_hashes(spans.data, spans.starts, spans.ends)
+    h = np.full(len(first), _START, dtype=np.uint32)
+    top = int(width.max()) if len(width) else 0
+    for k in range(top):
+        # Shingles narrower than k + 1 tokens (short documents) are finished: left as they are.
+        step = _combine_step(h, t[np.minimum(first + k, len(t) - 1)])
+        h = step if k < int(width.min()) else np.where(width > k, step, h)
+    return fmix32(h ^ width.astype(np.uint32))
+
+
+def _sha1_shingles(spans: TokenSpans, first: np.ndarray, width: np.ndarray) -> np.ndarray:
+    # The tokens re-joined by single spaces: every shingle's UTF-8 is then one slice of `text`.
+    lengths = spans.ends - spans.starts
+    new_starts = np.cumsum(lengths + 1) - lengths - 1
+    text = np.full(int(lengths.sum() + len(lengths)), ord(" "), dtype=np.uint8)
+    shift = np.repeat(new_starts - spans.starts, lengths)
+    src = np.repeat(spans.starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+    text[src + shift] = spans.data[src]
+    blob = text.tobytes()
+    lo = new_starts[first].tolist()
+    hi = (new_starts + lengths)[first + width - 1].tolist()
+    # C-level loops: slice, SHA-1, digest; the first 4 bytes of each digest, little endian.
+    digests = map(operator.methodcaller("digest"), map(hashlib.sha1, map(blob.__getitem__, map(slice, lo, hi))))
+    raw = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 20)
+    return np.ascontiguousarray(raw[:, :4]).view("<u4").ravel().astype(np.uint32)
+
+
+# --- signatures ---------------------------------------------------------------------------------
+
+
+def signatures(hash_sets: Sequence[np.ndarray], perms: Permutations, max_cells: int = 1 << 20) -> np.ndarray:
+    """Signatures of documents given one hash array each: (documents, num_perm) uint32."""
+    sizes = np.fromiter((len(h) for h in hash_sets), dtype=np.int64, count=len(hash_sets))
+    flat = np.concatenate([np.asarray(h, dtype=np.uint32) for h in hash_sets]) if len(hash_sets) else np.zeros(0, np.uint32)
+    return flat_signatures(flat, sizes, perms, max_cells)
+
+
+def flat_signatures(hashes: np.ndarray, per_doc: np.ndarray, perms: Permutations, max_cells: int = 1 << 20) -> np.ndarray:
     """Signatures of many documents at once: a uint32 array of shape (documents, num_perm).
 
-    `hash_sets[i]` are the shingle hashes of document i. Documents are processed in chunks of at
-    most `max_cells` (shingle x permutation) values to bound memory. A document without shingles
-    gets the all-EMPTY signature, as an unfed datasketch MinHash has.
+    `hashes` holds every document's shingle hashes one document after the other, `per_doc[i]`
+    of them for document i. Documents are processed in chunks of about `max_cells` (shingle x
+    permutation) values: ~4 MB of uint32 stays in cache, which is faster than larger chunks. A
+    document without shingles gets the all-EMPTY signature, as an unfed datasketch MinHash has.
     """
-    n_docs, k = len(hash_sets), perms.num_perm
+    n_docs, k = len(per_doc), perms.num_perm
     out = np.full((n_docs, k), EMPTY, dtype=np.uint32)
-    sizes = np.fromiter((len(h) for h in hash_sets), dtype=np.int64, count=n_docs)
-    start = 0
-    while start < n_docs:
-        # Grow the chunk until it holds max_cells values (at least one document).
-        stop, cells = start, 0
-        while stop < n_docs and (stop == start or cells + sizes[stop] * k <= max_cells):
-            cells += sizes[stop] * k
-            stop += 1
-        docs = [i for i in range(start, stop) if sizes[i]]
-        if docs:
-            flat = np.concatenate([hash_sets[i] for i in docs]).astype(np.uint32, copy=False)
-            values = _permute(flat, perms)  # (num_perm, shingles)
-            offsets = np.concatenate([[0], np.cumsum(sizes[docs])[:-1]])
-            # Reducing along the contiguous last axis is ~10x faster than along the first.
-            out[docs] = np.minimum.reduceat(values, offsets, axis=1).T
-        start = stop
+    if perms.scheme == "affine32":
+        hashes = fmix32(hashes.astype(np.uint32, copy=False))
+    docs = np.flatnonzero(per_doc > 0)
+    if not len(docs):
+        return out
+    sizes = per_doc[docs]
+    ends = np.cumsum(sizes)
+    # Chunk boundaries (in documents): each chunk holds at least one document.
+    bounds = [0]
+    while bounds[-1] < len(docs):
+        done = int(ends[bounds[-1] - 1]) if bounds[-1] else 0
+        bounds.append(max(bounds[-1] + 1, int(np.searchsorted(ends, done + max_cells // k, side="right"))))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        start = int(ends[lo - 1]) if lo else 0
+        values = _permute(hashes[start : int(ends[hi - 1])], perms)  # (num_perm, shingles)
+        offsets = np.concatenate([[0], ends[lo : hi - 1] - start])
+        # Reducing along the contiguous last axis is ~10x faster than along the first.
+        out[docs[lo:hi]] = np.minimum.reduceat(values, offsets, axis=1).T
     return out
 
 
 def _permute(h: np.ndarray, perms: Permutations) -> np.ndarray:
-    """(num_perm, shingles) permuted hash values."""
+    """(num_perm, shingles) permuted hash values (`h` already fmix32-ed for affine32)."""
     if perms.scheme == "affine32":
         # uint32 arithmetic wraps around: that is the mod 2^32.
-        values = np.multiply.outer(perms.a, fmix32(h))
+        values = np.multiply.outer(perms.a, h)
         values += perms.b[:, None]
         return values
-    values = np.multiply.outer(perms.a, h.astype(np.uint64))
+    values = np.multiply.outer(perms.a, h.astype(np.uint64))  # wraps mod 2^64, as datasketch's
     values += perms.b[:, None]
-    values %= _MERSENNE
-    return (values & _LOW32).astype(np.uint32)
+    # x mod (2^61 - 1) without a division: 2^61 = 1 (mod p), so x = (x >> 61) + (x & p) (mod p), and
+    # that sum is below 2p: one conditional subtraction finishes it.
+    reduced = values & _MERSENNE
+    values >>= np.uint64(61)
+    reduced += values
+    np.subtract(reduced, _MERSENNE, out=reduced, where=reduced >= _MERSENNE)
+    return reduced.astype(np.uint32)  # keeps the low 32 bits: the & (2^32 - 1)
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:

@@ -5,13 +5,20 @@ tokens. The choice is made per document from its script, so a mixed corpus is ha
 Text is NFKC-normalised and lower-cased first, so full-width and half-width forms, and case, do not
 make two copies of a document look different. A shingle is n consecutive tokens joined by one
 space (words or characters alike), so a shingle's tokens are always `shingle.split(" ")`.
+
+`token_spans` finds the same tokens for a whole batch of documents at once, as byte spans of one
+buffer, without a Python object per token: the fast path of the MinHash step.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
@@ -73,3 +80,83 @@ def jaccard(a: set, b: set) -> float:
     if not a and not b:
         return 0.0
     return len(a & b) / len(a | b)
+
+
+# Byte tables for `token_spans`. In ASCII text `\w` is exactly [A-Za-z0-9_] and lower-casing only
+# maps A-Z; bytes >= 0x80 occur only in the UTF-8 of tokens that `tokens` already extracted (their
+# separators are spaces), so they count as token bytes.
+_LOWER = np.arange(256, dtype=np.uint8)
+_LOWER[ord("A") : ord("Z") + 1] += 32
+_TOKEN_BYTE = np.zeros(256, dtype=bool)
+for _lo, _hi in (("a", "z"), ("A", "Z"), ("0", "9"), ("_", "_")):
+    _TOKEN_BYTE[ord(_lo) : ord(_hi) + 1] = True
+_TOKEN_BYTE[0x80:] = True
+
+
+@dataclass(frozen=True)
+class TokenSpans:
+    """The tokens of a batch of documents: byte spans of one buffer, in document order.
+
+    `data[starts[i]:ends[i]]` is the UTF-8 of token i (normalised and lower-cased, as `tokens`
+    gives it); document d owns `counts[d]` consecutive tokens and is shingled with n = `ngram[d]`.
+    """
+
+    data: np.ndarray  # uint8
+    starts: np.ndarray  # int64
+    ends: np.ndarray  # int64
+    counts: np.ndarray  # int64, tokens per document
+    ngram: np.ndarray  # int64, n-gram size per document
+
+    def token_bytes(self, i: int) -> bytes:
+        return self.data[self.starts[i] : self.ends[i]].tobytes()
+
+
+def token_spans(
+    texts: Sequence[str | None],
+    word_ngram: int = 5,
+    char_ngram: int = 5,
+    script: Script = "auto",
+    cjk_ratio: float = 0.3,
+) -> TokenSpans:
+    """The tokens of every document, equal to `tokens(text)` for each, found with numpy.
+
+    ASCII documents (most of a web corpus) are never turned into Python token lists: their bytes
+    are classified with a table. Other documents go through `tokens` (NFKC, script choice) and
+    are re-joined with spaces, which the same byte scan splits back into the same tokens.
+    """
+    pieces: list[bytes] = []
+    ngram = np.empty(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        text = text or ""
+        if script != "chars" and text.isascii():
+            pieces.append(text.encode("ascii"))
+            ngram[i] = word_ngram
+        else:
+            toks, is_chars = tokens(text, script, cjk_ratio)
+            pieces.append(" ".join(toks).encode("utf-8"))
+            ngram[i] = ngram_size(is_chars, word_ngram, char_ngram)
+    # One newline between documents: a token never spans two of them.
+    raw = np.frombuffer(b"\n".join(pieces), dtype=np.uint8)
+    edges = np.diff(_TOKEN_BYTE[raw].view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    doc_bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)) + 1, out=doc_bounds[1:])
+    counts = np.diff(np.searchsorted(starts, doc_bounds))
+    return TokenSpans(_LOWER[raw], starts, ends, counts, ngram)
+
+
+def shingle_layout(counts: np.ndarray, ngram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first token, width, shingles per document) of every shingle, in document order.
+
+    A document of c >= n tokens has the c - n + 1 shingles of n tokens; one of 0 < c < n tokens has
+    one shingle of all c (as `shingles`); one without tokens has none.
+    """
+    n_tokens = int(counts.sum())
+    doc_first = np.cumsum(counts) - counts
+    per_doc = np.where(counts > 0, np.maximum(counts - ngram, 0) + 1, 0)
+    # Position of each token inside its document, and the last position a shingle may start at.
+    position = np.arange(n_tokens, dtype=np.int64) - np.repeat(doc_first, counts)
+    first = np.flatnonzero(position <= np.repeat(per_doc - 1, counts))
+    width = np.repeat(np.minimum(counts, ngram), per_doc)
+    return first, width, per_doc

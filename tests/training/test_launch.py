@@ -14,17 +14,19 @@ import torch
 from test_engine import tiny, training_rows, write_shards
 
 from curation.config import ConfigError
-from training.stages import PARTS, STAGES_DIR, load_stage
+from training.stages import PARTS, STAGES_DIR, TASK_PARTS, load_stage
 
 REPO = Path(__file__).resolve().parents[2]
 LM_STAGES = ("align", "pretrain", "anneal", "sft", "cot_coldstart")
+STAGES = (*LM_STAGES, "vit_pretrain")
 
 
-@pytest.mark.parametrize("name", LM_STAGES)
+@pytest.mark.parametrize("name", STAGES)
 def test_every_stage_config_loads(name):
     cfg = load_stage([f"stage={name}"])
     assert cfg.stage == name
-    assert set(cfg.train) <= set(PARTS)
+    assert cfg.task == ("contrastive" if name == "vit_pretrain" else "lm")
+    assert set(cfg.train) <= set(TASK_PARTS[cfg.task])
     assert (REPO / cfg.deepspeed).is_file()
 
 
@@ -36,7 +38,7 @@ def test_stages_differ_as_the_design_says():
     cot = load_stage(["stage=cot_coldstart"])
     assert [Path(d).name for d in cot.data] == ["think", "no_think", "auto_think", "agentic"]
     assert len(cot.data_weights) == len(cot.data)
-    assert sorted(p.stem for p in STAGES_DIR.glob("*.yaml")) == sorted(LM_STAGES)
+    assert sorted(p.stem for p in STAGES_DIR.glob("*.yaml")) == sorted(STAGES)
 
 
 def test_overrides_and_errors():
@@ -69,6 +71,11 @@ def test_launcher_decision(monkeypatch):
     assert command[1:4] == ["-m", "deepspeed.launcher.runner", "--no_local_rank"]
     assert command[command.index("--hostfile") + 1] == "/h" and command[command.index("--num_gpus") + 1] == "8"
     assert command[-4:] == ["--module", "training.launch", "stage=pretrain", "hostfile=/h"]
+    no_ssh = relaunch_command(load_stage(["hostfile=/h", "node_rank=1", "master_addr=10.0.0.1", "master_port=7"]), [])
+    assert no_ssh[no_ssh.index("--node_rank") + 1] == "1" and "--no_ssh" in no_ssh
+    assert no_ssh[no_ssh.index("--master_addr") + 1] == "10.0.0.1" and no_ssh[no_ssh.index("--master_port") + 1] == "7"
+    with pytest.raises(ConfigError, match="master_addr"):
+        relaunch_command(load_stage(["hostfile=/h", "node_rank=1"]), [])
     monkeypatch.setenv("LOCAL_RANK", "0")  # already started by the launcher
     assert relaunch_command(load_stage(["hostfile=/h"]), []) is None
 

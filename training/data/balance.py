@@ -16,15 +16,14 @@ and Karmarkar-Karp largest differencing for k-way partitions (usually closer to 
 sequences are few per rank); `balance_costs` runs both, keeps the lower maximum, then improves it
 with single moves/swaps off the most loaded rank (`improve_by_swaps`).
 
-What the trainer must do about uneven counts: ranks may get different numbers of sequences (the
-balance is of cost, not count). So
-- draw at least `world_size` sequences per global step: `balance_costs` refuses fewer, because a rank
-  with nothing to run would never reach the gradient all-reduce and the step would hang;
-- run a per-rank loop over its own list (gradient accumulation with a variable number of
-  micro-batches) and reduce gradients once per global step (DeepSpeed:
-  `engine.set_gradient_accumulation_boundary` on the rank's last micro-batch);
-- normalise the loss by the global number of loss tokens (all-reduced), not a per-rank mean, so
-  a rank that runs more sequences does not weigh them less.
+Counts per rank: free (`balance_costs(costs, k)`: ranks may get different numbers of sequences;
+the balance is of cost) or equal (`balance_costs(costs, k, per_rank=m)`: every rank runs exactly m,
+LPT into ranks with room, then swaps only). The trainer uses equal counts: ZeRO-2 and -3
+reduce-scatter gradients in every backward pass, so ranks must run the same number of micro-steps
+or their collectives stop matching and the step hangs (free counts would only suit ZeRO-0/1, which
+reduce once at the accumulation boundary). bench/balance.py reports both. In either mode a rank
+needs at least one sequence (an idle rank never reaches the reduction), and the loss is normalised
+by the global number of loss tokens, so a token weighs the same on whichever rank it runs.
 """
 
 from __future__ import annotations
@@ -88,6 +87,22 @@ def greedy_lpt(costs: Sequence[float], num_ranks: int) -> Assignment:
         groups[rank].append(i)
         heapq.heappush(heap, (load + costs[i], count + 1, rank))
     return _assignment(costs, groups, "lpt")
+
+
+def lpt_equal_counts(costs: Sequence[float], num_ranks: int, per_rank: int) -> Assignment:
+    """LPT under a cardinality limit: costliest first, each to the least loaded rank that holds
+    fewer than `per_rank`; exactly num_ranks x per_rank sequences, so every rank ends with per_rank."""
+    _check(costs, num_ranks)
+    if len(costs) != num_ranks * per_rank:
+        raise ValueError(f"{len(costs)} sequences cannot give {num_ranks} ranks {per_rank} each")
+    heap = [(0.0, rank) for rank in range(num_ranks)]  # ranks with room, by (load, rank)
+    groups: list[list[int]] = [[] for _ in range(num_ranks)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        load, rank = heapq.heappop(heap)
+        groups[rank].append(i)
+        if len(groups[rank]) < per_rank:  # a full rank leaves the heap
+            heapq.heappush(heap, (load + costs[i], rank))
+    return _assignment(costs, groups, "lpt_equal_counts")
 
 
 def karmarkar_karp(costs: Sequence[float], num_ranks: int) -> Assignment:
@@ -156,11 +171,14 @@ def _fill_empty_ranks(costs: Sequence[float], groups: list[list[int]]) -> list[l
     return groups
 
 
-def improve_by_swaps(costs: Sequence[float], plan: Assignment, max_rounds: int | None = None) -> Assignment:
+def improve_by_swaps(
+    costs: Sequence[float], plan: Assignment, max_rounds: int | None = None, moves: bool = True
+) -> Assignment:
     """Local search after a construction: lower the most loaded rank by moving one of its sequences
     to another rank, or swapping it for a cheaper one there, whichever gives the lowest pair
     maximum; repeat while that strictly helps. Pays most when ranks hold few sequences each, where
-    LPT and differencing leave a few percent on the table. No move empties a rank."""
+    LPT and differencing leave a few percent on the table. No move empties a rank; moves=False
+    allows swaps only, so every rank keeps its count."""
     c = np.asarray(costs, dtype=float)
     k = len(plan.ranks)
     owner = np.empty(len(c), dtype=np.int64)
@@ -177,7 +195,7 @@ def improve_by_swaps(costs: Sequence[float], plan: Assignment, max_rounds: int |
         mine = np.flatnonzero(owner == top)
         partner_rank[: len(c)] = owner
         allowed = partner_rank != top
-        if counts[top] < 2:
+        if counts[top] < 2 or not moves:
             allowed[len(c) :] = False  # moving its only sequence away would idle the rank
         new_top = loads[top] - c[mine][:, None] + partner_cost[None, :]
         new_other = loads[partner_rank][None, :] - partner_cost[None, :] + c[mine][:, None]
@@ -201,11 +219,16 @@ def improve_by_swaps(costs: Sequence[float], plan: Assignment, max_rounds: int |
     return _assignment(costs, groups, plan.method + "+swaps")
 
 
-def balance_costs(costs: Sequence[float], num_ranks: int, method: str = "best") -> Assignment:
+def balance_costs(
+    costs: Sequence[float], num_ranks: int, method: str = "best", per_rank: int | None = None
+) -> Assignment:
     """Assign sequences (by cost) to ranks. method: "lpt", "karmarkar_karp", or "best": both, keep
-    the lower maximum load (LPT on ties), then `improve_by_swaps`. Deterministic: equal inputs
-    give equal assignments on every rank."""
+    the lower maximum load (LPT on ties), then `improve_by_swaps`. per_rank=m: every rank gets
+    exactly m sequences (needs num_ranks x m costs; LPT with room, then swaps; `method` is not
+    used). Deterministic: equal inputs give equal assignments on every rank."""
     costs = [float(c) for c in costs]
+    if per_rank is not None:
+        return improve_by_swaps(costs, lpt_equal_counts(costs, num_ranks, per_rank), moves=False)
     if method == "lpt":
         return greedy_lpt(costs, num_ranks)
     if method == "karmarkar_karp":
@@ -216,30 +239,38 @@ def balance_costs(costs: Sequence[float], num_ranks: int, method: str = "best") 
     return improve_by_swaps(costs, kk if max(kk.loads) < max(lpt.loads) else lpt)
 
 
-def exchange_costs(local_costs: Sequence[float], group=None) -> list[list[float]]:
-    """Every rank's cost list, in rank order, on every rank (a list of one list without a process group).
+def all_gather_lists(values: Sequence[float], integers: bool = False, group=None) -> list[list]:
+    """Every rank's list of numbers, in rank order, on every rank (one list without a process group).
 
-    Two collectives of plain tensors: the counts, then the costs padded to the longest list. Tensors
-    go on the current CUDA device under NCCL, which cannot move CPU tensors.
+    Two collectives of plain tensors (no pickled objects): the lengths, then the values padded to
+    the longest list, as float64 or (integers=True) int64. Tensors go on the current CUDA device
+    under NCCL, which cannot move CPU tensors.
     """
     import torch
     import torch.distributed as dist
 
+    cast = int if integers else float
     if not (dist.is_available() and dist.is_initialized()):
-        return [[float(c) for c in local_costs]]
+        return [[cast(v) for v in values]]
     world = dist.get_world_size(group)
     device = (
         torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
     )
-    count = torch.tensor([len(local_costs)], dtype=torch.int64, device=device)
+    dtype = torch.int64 if integers else torch.float64
+    count = torch.tensor([len(values)], dtype=torch.int64, device=device)
     counts = [torch.zeros_like(count) for _ in range(world)]
     dist.all_gather(counts, count, group=group)
     longest = max(int(c.item()) for c in counts)
-    padded = torch.zeros(longest, dtype=torch.float64, device=device)
-    padded[: len(local_costs)] = torch.tensor([float(c) for c in local_costs], dtype=torch.float64)
+    padded = torch.zeros(longest, dtype=dtype, device=device)
+    padded[: len(values)] = torch.tensor([cast(v) for v in values], dtype=dtype)
     gathered = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(gathered, padded, group=group)
     return [g[: int(c.item())].cpu().tolist() for g, c in zip(gathered, counts)]
+
+
+def exchange_costs(local_costs: Sequence[float], group=None) -> list[list[float]]:
+    """Every rank's cost list, in rank order, on every rank (a list of one list without a process group)."""
+    return all_gather_lists(local_costs, group=group)
 
 
 def plan_global_step(

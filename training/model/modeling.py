@@ -167,6 +167,25 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
         image_embeds, video_embeds = merged.split(counts)
         return (image_embeds if counts[0] else None), (video_embeds if counts[1] else None)
 
+    def _untouched_vision_term(self) -> torch.Tensor | float:
+        """0 x (ViT + projector on one blank 2x2-patch image) when training a text-only batch.
+
+        Data-parallel ZeRO-2/3 reduce gradients inside each backward pass, bucket by bucket, for the
+        parameters that received one; a rank whose micro-batch has no image would skip the ViT's
+        and projector's buckets while a rank with an image reduces them, and the ranks' collectives
+        no longer match (gloo: "Received data size doesn't match"). Through this term every trained
+        parameter gets a gradient (of zero) on every rank; the loss and the gradients' values do
+        not change. Nothing is added at inference or when the vision side is frozen."""
+        vision_params = [*self.visual.parameters(), *self.mlp_AR.parameters()]
+        if not (self.training and torch.is_grad_enabled() and any(p.requires_grad for p in vision_params)):
+            return 0.0
+        v = self.config.vision_config
+        m = self.config.spatial_merge_size
+        blank = torch.zeros(m * m, v.num_channels * v.patch_size**2, device=self.lm_head.weight.device,
+                            dtype=self.visual.vision_model.embeddings.patch_embedding.weight.dtype)
+        grid = [(1, m, m)]
+        return 0.0 * self.mlp_AR(self.visual(blank, grid), grid).sum()
+
     @staticmethod
     def _scatter(
         embeds: torch.Tensor, input_ids: torch.Tensor, token_id: int, values: torch.Tensor | None, what: str
@@ -252,6 +271,8 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
         image_embeds, video_embeds = self.embed_vision(
             pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw
         )
+        if image_embeds is None and video_embeds is None:
+            embeds = embeds + self._untouched_vision_term()
         embeds = self._scatter(embeds, input_ids, self.config.image_token_id, image_embeds, "image")
         embeds = self._scatter(embeds, input_ids, self.config.video_token_id, video_embeds, "video")
 

@@ -13,6 +13,9 @@ we compare, by the FLOPs cost model (training/data/cost.py), the max / mean rank
     lpt / kk     greedy longest-first / Karmarkar-Karp on FLOPs
     best         the better of the two, then single moves/swaps off the most loaded rank
                  (what `training.data.balance_costs` does by default)
+    equal        every rank gets exactly --per-rank sequences: LPT into ranks with room, then
+                 swaps (`balance_costs(..., per_rank=m)`, what the trainer runs: ZeRO-2/3 need
+                 the same number of micro-steps on every rank)
 
 1.00 is perfect; a synchronous step takes (max/mean) times the ideal. "bound" is a lower bound on
 what any assignment can reach (see `lower_bound`): where it is above 1, the sequences themselves
@@ -46,6 +49,7 @@ from training.data.cost import (
     video_grid,
 )
 
+NAMES = ("bound", "random", "llm_tokens", "lpt", "kk", "best", "equal")
 MIX = {"text": 0.35, "small_image": 0.30, "large_image": 0.12, "multi_image": 0.08, "video": 0.15}
 
 
@@ -119,8 +123,8 @@ def imbalance(costs: np.ndarray, groups) -> float:
 
 def run(ranks: int, per_rank: int, steps: int, flops: np.ndarray, tokens: np.ndarray, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    results = {name: [] for name in ("bound", "random", "llm_tokens", "lpt", "kk", "best")}
-    millis = []
+    results = {name: [] for name in NAMES}
+    millis, millis_equal = [], []
     n = ranks * per_rank
     for step in range(steps):
         pick = rng.choice(len(flops), size=n, replace=False)
@@ -134,11 +138,16 @@ def run(ranks: int, per_rank: int, steps: int, flops: np.ndarray, tokens: np.nda
         best = balance_costs(cost.tolist(), ranks)
         millis.append((time.perf_counter() - start) * 1000)
         results["best"].append(best.imbalance)
+        start = time.perf_counter()
+        equal = balance_costs(cost.tolist(), ranks, per_rank=per_rank)
+        millis_equal.append((time.perf_counter() - start) * 1000)
+        results["equal"].append(equal.imbalance)
     out = {
         name: {"mean": round(float(np.mean(v)), 4), "worst": round(float(np.max(v)), 4)} for name, v in results.items()
     }
     return {"ranks": ranks, "per_rank": per_rank, "steps": steps, "max_over_mean": out,
-            "balance_ms_median": round(float(np.median(millis)), 1)}  # fmt: skip
+            "balance_ms_median": round(float(np.median(millis)), 1),
+            "equal_ms_median": round(float(np.median(millis_equal)), 1)}  # fmt: skip
 
 
 def main() -> None:
@@ -168,8 +177,8 @@ def main() -> None:
     rows = []
     header = (
         f"{'ranks':>5} {'seq/rank':>8} {'steps':>5} | "
-        + " | ".join(f"{name:>12}" for name in ("bound", "random", "llm_tokens", "lpt", "kk", "best"))
-        + f" | {'ms/step':>7}"
+        + " | ".join(f"{name:>12}" for name in NAMES)
+        + f" | {'ms best':>7} | {'ms equal':>8}"
     )
     print("\nmax/mean rank FLOPs per step, mean (worst) over steps")
     print(header)
@@ -180,7 +189,8 @@ def main() -> None:
             row = run(ranks, per_rank, steps, flops, tokens, args.seed + ranks * 1000 + per_rank)
             rows.append(row)
             cells = " | ".join(f"{r['mean']:.3f} ({r['worst']:.2f})" for r in row["max_over_mean"].values())
-            print(f"{ranks:>5} {per_rank:>8} {steps:>5} | {cells} | {row['balance_ms_median']:>7}")
+            print(f"{ranks:>5} {per_rank:>8} {steps:>5} | {cells} | {row['balance_ms_median']:>7} | "
+                  f"{row['equal_ms_median']:>8}")
 
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -192,6 +202,7 @@ def main() -> None:
                                     "max": round(float(flops.max() / flops.mean()), 3)},
         "results": rows,
         "goal": "best max/mean <= 1.05 at 8, 64 and 512 ranks",
+        "load_average": os.getloadavg(),
     }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

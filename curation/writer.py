@@ -76,10 +76,14 @@ def write_output(
     writer: WriterConfig | None = None,
     card: bool = True,
     title: str | None = None,
+    stage: bool = True,
 ) -> dict:
     """Write the folder for a frame of contract rows marked by `steps` (in pipeline order).
 
     Returns the manifest. `config` is the job's resolved configuration, recorded in the manifest.
+    `stage=False` reads the marked frame itself three times instead of a staged copy: for steps
+    whose own work is already materialised (what remains is a scan and a broadcast join), it
+    saves writing and reading back every row once.
     """
     writer = writer or WriterConfig()
     out = Path(output)
@@ -89,10 +93,13 @@ def write_output(
     log = _PhaseLog(out)
     staged_path = str(out / STAGING)
     marked = with_reject_column(df).select(*schema.COLUMNS, REJECT)
-    with log(f"running {' -> '.join(steps)}"):
-        marked.write.mode("overwrite").parquet(staged_path)
-    # Read the files, not the folder: Spark skips folders whose names start with "_".
-    staged = spark.read.parquet(*sorted(str(p) for p in Path(staged_path).glob("*.parquet")))
+    if stage:
+        with log(f"running {' -> '.join(steps)}"):
+            marked.write.mode("overwrite").parquet(staged_path)
+        # Read the files, not the folder: Spark skips folders whose names start with "_".
+        staged = spark.read.parquet(*sorted(str(p) for p in Path(staged_path).glob("*.parquet")))
+    else:
+        staged = marked
 
     with log("funnel"):
         funnel = compute_funnel(staged, steps)
@@ -207,8 +214,11 @@ def write_shards(
     """Write `df` as part-NNNNN.parquet files in `folder`; deterministic for the same rows."""
     total_size = df.select(F.sum(size_col).alias("s")).collect()[0]["s"] or 0
     n_shards = max(1, math.ceil(total_size / writer.shard_bytes))
-    keyed = df.withColumn("_shard", F.pmod(F.xxhash64("id"), F.lit(n_shards)).cast("int"))
-    keyed = keyed.repartition(n_shards, "_shard").sortWithinPartitions("_shard", *sort)
+    # A row's shard is the partition its id hashes to (hash partitioning is pmod of Murmur3 `hash`),
+    # so each shard is written by a task of its own; hashing the shard number instead made some
+    # tasks write several shards one after another while others had none.
+    keyed = df.withColumn("_shard", F.pmod(F.hash("id"), F.lit(n_shards)).cast("int"))
+    keyed = keyed.repartition(n_shards, "id").sortWithinPartitions("_shard", *sort)
     job = _ShardJob(folder, arrow_schema, writer.row_group_rows, writer.compression)
     stats = keyed.mapInArrow(job, _SHARD_STATS).collect()
     if not stats:  # nothing kept: still one (empty) shard, so readers find the schema

@@ -18,7 +18,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from pyspark.sql.pandas.types import from_arrow_schema
+
 from curation import config as configuration
+from curation import schema
 from curation.dedup import (
     DecontamConfig,
     ImageDedupConfig,
@@ -41,9 +44,16 @@ class DedupJobConfig:
     image_dedup: ImageDedupConfig = field(default_factory=ImageDedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     checkpoint_dir: str = ""  # reliable checkpoints for connected components (default: local)
+    # Input splits: at least this many (0: 4 per core). Spark's default of about one split per core
+    # leaves cores idle while the last large split's signatures are computed.
+    min_partitions: int = 0
     writer: WriterConfig = field(default_factory=WriterConfig)
     card: bool = True
 
+
+# Steps that materialise their own work (image hashes, signatures, verdicts are checkpointed): what
+# is left of them is a scan and a broadcast join, cheaper to repeat than staging a copy of every row.
+MATERIALISED = {"near_dedup", "image_dedup"}
 
 # (config field = step name, step function) in pipeline order.
 STEPS = [
@@ -61,8 +71,27 @@ def run(cfg: DedupJobConfig, spark=None) -> dict:
     spark = spark or session("keyeforge dedup")
     if cfg.checkpoint_dir:
         spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
+    splits = "spark.sql.files.minPartitionNum"
+    previous = spark.conf.get(splits, None)
+    spark.conf.set(splits, str(cfg.min_partitions or 4 * spark.sparkContext.defaultParallelism))
     started = time.time()
-    df = spark.read.parquet(cfg.input.rstrip("/") + "/part-*.parquet")
+    try:
+        manifest = _run_steps(cfg, spark, started)
+    finally:  # a session given by the caller keeps its own setting
+        if previous is None:
+            spark.conf.unset(splits)
+        else:
+            spark.conf.set(splits, previous)
+    print(
+        f"dedup: {manifest['rows']:,} rows kept in {len(manifest['shards'])} shards, "
+        f"{manifest['rejects']['rows']:,} rejected -> {cfg.output} ({time.time() - started:.1f}s)"
+    )
+    return manifest
+
+
+def _run_steps(cfg: DedupJobConfig, spark, started: float) -> dict:
+    # Shards hold exactly the contract's columns: giving the schema skips a job reading every footer.
+    df = spark.read.schema(from_arrow_schema(schema.SCHEMA)).parquet(cfg.input.rstrip("/") + "/part-*.parquet")
     names = []
     for name, step in STEPS:
         step_cfg = getattr(cfg, name)
@@ -70,12 +99,16 @@ def run(cfg: DedupJobConfig, spark=None) -> dict:
             df = step(df, step_cfg)
             names.append(name)
             print(f"dedup: {name} planned ({time.time() - started:.1f}s)", flush=True)
-    manifest = write_output(df, cfg.output, names, dataclasses.asdict(cfg), cfg.writer, card=cfg.card, title="keyeforge deduplicated shards")
-    print(
-        f"dedup: {manifest['rows']:,} rows kept in {len(manifest['shards'])} shards, "
-        f"{manifest['rejects']['rows']:,} rejected -> {cfg.output} ({time.time() - started:.1f}s)"
+    return write_output(
+        df,
+        cfg.output,
+        names,
+        dataclasses.asdict(cfg),
+        cfg.writer,
+        card=cfg.card,
+        title="keyeforge deduplicated shards",
+        stage=not set(names) <= MATERIALISED,
     )
-    return manifest
 
 
 def main(argv: list[str]) -> None:

@@ -5,7 +5,9 @@ The algorithm is the alternating large-star / small-star contraction of Kiveris 
 smallest node it can see, and the edge set converges to one star per component whose centre is the
 component's smallest node. It needs O(log^2 n) rounds; each round is a few joins and group-bys,
 and its result is checkpointed so the lineage (and query plan) stays short however many rounds
-run. Nothing is collected to the driver but counts.
+run. A graph of at most `local_max_edges` edges (duplicate pairs are a small share of a corpus)
+is instead collected and solved by union-find in the driver: the same components in one Spark job
+instead of a dozen. Larger graphs never leave the executors.
 
 Nodes are strings (row ids), so the component label is the smallest id in the component: the result
 is the same whatever the partitioning or the order of the edges.
@@ -17,6 +19,7 @@ import logging
 import sys
 import time
 
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -33,12 +36,18 @@ class ComponentsDidNotConverge(RuntimeError):
     pass
 
 
-def connected_components(edges: DataFrame, max_rounds: int = 64) -> DataFrame:
+LOCAL_MAX_EDGES = 1_000_000  # ~200 MB of Python strings in the driver at most
+
+
+def connected_components(edges: DataFrame, max_rounds: int = 64, local_max_edges: int = LOCAL_MAX_EDGES) -> DataFrame:
     """(node, component) for every node that appears in `edges` (columns src, dst).
 
     `component` is the smallest node of the node's connected component (a root maps to itself).
     """
     current = checkpoint(_normalise(edges.select(F.col("src").cast("string"), F.col("dst").cast("string"))))
+    if local_max_edges > 0 and current.count() <= local_max_edges:
+        LAST_ROUNDS[0] = 0
+        return _local_components(current)
     for round_no in range(1, max_rounds + 1):
         current = checkpoint(_small_star(_large_star(current)))
         if _is_star_forest(current):
@@ -51,6 +60,32 @@ def connected_components(edges: DataFrame, max_rounds: int = 64) -> DataFrame:
     children = current.select(F.col("src").alias("node"), F.col("dst").alias("component"))
     roots = current.select(F.col("dst").alias("node"), F.col("dst").alias("component")).distinct()
     return children.unionByName(roots)
+
+
+def _local_components(edges: DataFrame) -> DataFrame:
+    """Union-find over the collected edges; the root of a set is always its smallest node."""
+    table = edges.toArrow()
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for a, b in zip(table.column("src").to_pylist(), table.column("dst").to_pylist()):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+        parent.setdefault(ra, ra)
+        parent.setdefault(rb, rb)
+    nodes = sorted(parent)
+    result = pa.table(
+        {"node": pa.array(nodes, pa.string()), "component": pa.array([find(n) for n in nodes], pa.string())}
+    )
+    return edges.sparkSession.createDataFrame(result)
 
 
 def _normalise(edges: DataFrame) -> DataFrame:
@@ -129,18 +164,31 @@ def reject_duplicates(
     The kept row has the highest `keep_by` value (nulls last) when a quality column is named,
     then the smallest id: a deterministic rule, independent of partitioning.
     """
-    members = components.select(F.col("node").alias("id"), "component")
-    if keep_by:
-        quality = df.where(is_kept()).select("id", F.col(keep_by).alias("_quality")).dropDuplicates(["id"])
-        members = members.join(quality, "id", "left")
-        order = [F.col("_quality").desc_nulls_last(), F.col("id").asc()]
-    else:
-        order = [F.col("id").asc()]
+    if not keep_by:
+        # The component label is its smallest id, which is the row kept: no ranking needed.
+        verdicts = checkpoint(
+            components.where(F.col("node") != F.col("component")).select(
+                F.col("node").alias("_dup_id"), F.col("component").alias("_dup_of")
+            )
+        )
+        return _mark(df, verdicts, step, reason)
+    quality = df.where(is_kept()).select("id", F.col(keep_by).alias("_quality")).dropDuplicates(["id"])
+    members = components.select(F.col("node").alias("id"), "component").join(quality, "id", "left")
+    order = [F.col("_quality").desc_nulls_last(), F.col("id").asc()]
     rank = Window.partitionBy("component").orderBy(*order)
-    ranked = members.withColumn("_keeper", F.first("id").over(rank.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
-    verdicts = checkpoint(
-        ranked.where(F.col("_keeper") != F.col("id")).select(F.col("id").alias("_dup_id"), F.col("_keeper").alias("_dup_of"))
+    ranked = members.withColumn(
+        "_keeper", F.first("id").over(rank.rowsBetween(Window.unboundedPreceding, Window.currentRow))
     )
+    verdicts = checkpoint(
+        ranked.where(F.col("_keeper") != F.col("id")).select(
+            F.col("id").alias("_dup_id"), F.col("_keeper").alias("_dup_of")
+        )
+    )
+    return _mark(df, verdicts, step, reason)
+
+
+def _mark(df: DataFrame, verdicts: DataFrame, step: str, reason: str) -> DataFrame:
+    """Reject the rows listed in `verdicts` (_dup_id, _dup_of) with the kept row's id as detail."""
     joined = df.join(small_side(verdicts), df["id"] == verdicts["_dup_id"], "left")
     marked = reject_where(joined, F.col("_dup_of").isNotNull(), step, reason, F.col("_dup_of"))
     return marked.drop("_dup_id", "_dup_of")

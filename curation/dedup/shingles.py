@@ -82,15 +82,22 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b)
 
 
-# Byte tables for `token_spans`. In ASCII text `\w` is exactly [A-Za-z0-9_] and lower-casing only
-# maps A-Z; bytes >= 0x80 occur only in the UTF-8 of tokens that `tokens` already extracted (their
-# separators are spaces), so they count as token bytes.
-_LOWER = np.arange(256, dtype=np.uint8)
-_LOWER[ord("A") : ord("Z") + 1] += 32
-_TOKEN_BYTE = np.zeros(256, dtype=bool)
-for _lo, _hi in (("a", "z"), ("A", "Z"), ("0", "9"), ("_", "_")):
-    _TOKEN_BYTE[ord(_lo) : ord(_hi) + 1] = True
-_TOKEN_BYTE[0x80:] = True
+def _token_bytes(raw: np.ndarray) -> np.ndarray:
+    """Which bytes belong to tokens. In ASCII text `\\w` is exactly [A-Za-z0-9_]; bytes >= 0x80
+    occur only in the UTF-8 of tokens that `tokens` already extracted (separated by spaces).
+
+    Range tests in wrapping uint8 arithmetic: SIMD, ~3x faster than a 256-entry lookup table."""
+    inside = (raw | np.uint8(0x20)) - np.uint8(ord("a")) < 26  # a letter of either case
+    inside |= raw - np.uint8(ord("0")) < 10
+    inside |= raw == ord("_")
+    inside |= raw >= 0x80
+    return inside
+
+
+def _ascii_lower(raw: np.ndarray) -> np.ndarray:
+    """A-Z -> a-z, other bytes unchanged (what str.lower does to ASCII)."""
+    upper = raw - np.uint8(ord("A")) < 26
+    return raw + (upper.view(np.uint8) << np.uint8(5))
 
 
 @dataclass(frozen=True)
@@ -137,13 +144,16 @@ def token_spans(
             ngram[i] = ngram_size(is_chars, word_ngram, char_ngram)
     # One newline between documents: a token never spans two of them.
     raw = np.frombuffer(b"\n".join(pieces), dtype=np.uint8)
-    edges = np.diff(_TOKEN_BYTE[raw].view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
+    # Token bytes, padded with a non-token byte at both ends: the changes then alternate between a
+    # token's start and its end.
+    inside = np.zeros(len(raw) + 2, dtype=bool)
+    inside[1:-1] = _token_bytes(raw)
+    changes = np.flatnonzero(inside[1:] != inside[:-1])
+    starts, ends = changes[0::2], changes[1::2]
     doc_bounds = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)) + 1, out=doc_bounds[1:])
     counts = np.diff(np.searchsorted(starts, doc_bounds))
-    return TokenSpans(_LOWER[raw], starts, ends, counts, ngram)
+    return TokenSpans(_ascii_lower(raw), starts, ends, counts, ngram)
 
 
 def shingle_layout(counts: np.ndarray, ngram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

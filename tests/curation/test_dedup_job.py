@@ -39,8 +39,13 @@ def test_job_runs_every_step_and_accounts_for_every_row(spark, tmp_path):
     (tmp_path / "in" / "_manifest.json").write_text(json.dumps({"rows": len(rows), "shards": []}))
     cfg = configuration.load(
         dedup_job.DedupJobConfig,
-        [f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "near_dedup.threshold=0.7",
-         f"decontam.benchmarks=[{{name: tiny, path: {tmp_path / 'bench'}}}]", "card=false"],
+        [
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / 'out'}",
+            "near_dedup.threshold=0.7",
+            f"decontam.benchmarks=[{{name: tiny, path: {tmp_path / 'bench'}}}]",
+            "card=false",
+        ],
     )
     manifest = dedup_job.run(cfg, spark)
 
@@ -61,7 +66,12 @@ def test_job_runs_every_step_and_accounts_for_every_row(spark, tmp_path):
     assert overlap["id"] == contaminated["id"] and overlap["detail"] == "benchmark=tiny item=item7.png by=phash"
     near = next(r for r in rejects if r["step"] == "near_dedup")
     assert {near["id"], near["detail"]} == {text[0]["id"], text[1]["id"]}
-    kept = set(pq.ParquetDataset(sorted((tmp_path / "out").glob("part-*.parquet"))).read(columns=["id"]).column("id").to_pylist())
+    kept = set(
+        pq.ParquetDataset(sorted((tmp_path / "out").glob("part-*.parquet")))
+        .read(columns=["id"])
+        .column("id")
+        .to_pylist()
+    )
     assert kept == {min(text[0]["id"], text[1]["id"]), text[2]["id"], min(r["id"] for r in images)}
 
 
@@ -71,3 +81,40 @@ def test_job_refuses_a_folder_without_manifest_and_unknown_keys(tmp_path):
     with pytest.raises(configuration.ConfigError, match="near_dedup.threshold"):
         configuration.load(dedup_job.DedupJobConfig, ["near_dedup.treshold=0.5"])
 
+
+def test_near_dedup_only_job_writes_the_same_bytes_unstaged_and_whatever_the_splits(spark, tmp_path):
+    """With only materialised steps the job skips the staged copy: its shards must be exactly those
+    of a staged write of the same marks, for any number of input splits."""
+    from curation.dedup import NearTextDedupConfig, near_dedup_text
+    from curation.writer import write_output
+
+    texts = planted_corpus(32, "en", n_bases=20, n_singles=20)
+    write_rows(text_rows(texts), tmp_path / "in", n_files=3)
+    (tmp_path / "in" / "_manifest.json").write_text(json.dumps({"rows": len(texts), "shards": []}))
+    outputs = []
+    for splits in (1, 5):
+        out = tmp_path / f"out{splits}"
+        cfg = configuration.load(
+            dedup_job.DedupJobConfig,
+            [
+                f"input={tmp_path / 'in'}",
+                f"output={out}",
+                "near_dedup.threshold=0.7",
+                "exact_dedup.enabled=false",
+                "image_dedup.enabled=false",
+                f"min_partitions={splits}",
+                "card=false",
+            ],
+        )
+        manifest = dedup_job.run(cfg, spark)
+        assert not (out / "_staging").exists()
+        outputs.append(manifest)
+    df = spark.read.parquet(str(tmp_path / "in" / "part-*.parquet"))
+    marked = near_dedup_text(df, NearTextDedupConfig(threshold=0.7))
+    staged = write_output(marked, str(tmp_path / "staged"), ["near_dedup"], {}, card=False, stage=True)
+    assert manifest["rejects"]["rows"] > 0
+    for manifest in outputs:
+        assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in staged["shards"]]
+        assert [s["sha256"] for s in manifest["rejects"]["shards"]] == [
+            s["sha256"] for s in staged["rejects"]["shards"]
+        ]

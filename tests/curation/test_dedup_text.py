@@ -13,18 +13,18 @@ from datasketch.lsh import _optimal_param
 from pyspark.sql import functions as F
 
 from curation.dedup import lsh, minhash
-from curation.dedup.components import connected_components
+from curation.dedup.components import LAST_ROUNDS, connected_components
 from curation.dedup.near_text import (
     REASON,
     STEP,
     NearTextDedupConfig,
-    _shingle_hashes,
     candidate_pairs,
-    kept_texts,
+    exact_jaccard,
     near_dedup_text,
+    shingle_hashes,
     text_signatures,
 )
-from curation.dedup.shingles import is_cjk, jaccard, shingles
+from curation.dedup.shingles import is_cjk, jaccard, shingles, token_spans, tokens
 from curation.steps import reject_where, with_reject_column
 from tests.curation.dedup_fixtures import (
     UnionFind,
@@ -36,34 +36,111 @@ from tests.curation.dedup_fixtures import (
 THRESHOLD = 0.7
 
 
-
 # --- no Spark -----------------------------------------------------------------------------------
+
+
+EDGE_TEXTS = [
+    "",
+    None,
+    "   \n\t ",
+    "short text",
+    "one",
+    "a b c d e",  # exactly one n-gram
+    "a b c d e f",
+    "same same same same same same same same same",  # one shingle, many times
+    "一二",
+    "Mixed 中文 and English, with punctuation!",
+    "THE  quick ＢＲＯＷＮ fox___ jumps over the lazy dog 42 times; x_y z9",
+    "Ünïcödé wörds, Straße and ﬁne ligatures İstanbul",
+    "日本語のテキストです。これはテストです。한국어 문장도 있습니다.",
+    "x" * 3000 + " " + "y " * 10,  # a token longer than most
+]
+
+
+def _planted_texts():
+    texts = planted_corpus(3, "en", n_bases=4, n_singles=4)[:8] + planted_corpus(4, "zh", n_bases=3, n_singles=3)[:6]
+    return texts + EDGE_TEXTS
 
 
 @pytest.mark.parametrize("hash_name", ["token", "sha1"])
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])
 @pytest.mark.parametrize("seed", [1, 42])
 def test_signatures_equal_datasketch_hashvalues(hash_name, scheme, seed):
-    texts = planted_corpus(3, "en", n_bases=4, n_singles=4)[:8] + planted_corpus(4, "zh", n_bases=3, n_singles=3)[:6]
-    texts += ["", "short text", "一二", "Mixed 中文 and English, with punctuation!"]
+    texts = _planted_texts()
     cfg = NearTextDedupConfig(seed=seed, scheme=scheme, hash=hash_name)
-    # The production path: the same function the Spark step calls per document.
-    ours = minhash.signatures([_shingle_hashes(t, cfg) for t in texts], minhash.permutations(128, seed, scheme))
+    # The production path: the batch functions the Spark step calls, over the whole list at once.
+    hashes, per_doc = shingle_hashes(texts, cfg)
+    ours = minhash.flat_signatures(hashes, per_doc, minhash.permutations(128, seed, scheme))
     hashfunc = {"token": minhash.shingle_hash32, "sha1": None}[hash_name]
     for text, sig in zip(texts, ours):
         theirs = MinHash(num_perm=128, seed=seed, scheme=scheme, hashfunc=hashfunc)
         theirs.update_batch([x.encode("utf-8") for x in shingles(text)])
-        assert np.array_equal(theirs.hashvalues.astype(np.uint64), sig.astype(np.uint64)), text[:30]
+        assert np.array_equal(theirs.hashvalues.astype(np.uint64), sig.astype(np.uint64)), (text or "")[:30]
+
+
+def test_batch_tokens_equal_per_document_tokens():
+    rng = random.Random(7)
+    alphabet = "abcXYZ09_ ,.;!?-\n\té中文ßİ\u0307ｆｕｌｌ한"
+    texts = _planted_texts() + ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80))) for _ in range(300)]
+    for script in ("auto", "words", "chars"):
+        spans = token_spans(texts, word_ngram=5, char_ngram=3, script=script)
+        ends = np.cumsum(spans.counts)
+        for d, text in enumerate(texts):
+            toks, is_chars = tokens(text, script)
+            assert [spans.token_bytes(i).decode() for i in range(ends[d] - spans.counts[d], ends[d])] == toks, (
+                script,
+                text,
+            )
+            assert spans.ngram[d] == (3 if is_chars else 5)
+
+
+def test_vectorised_token_hash_equals_the_scalar_definition():
+    rng = np.random.default_rng(3)
+    lengths = np.concatenate([rng.integers(1, 12, 5000), [1, 2, 255, 70_000, (1 << 20) + 7]])
+    data = rng.integers(1, 256, int(lengths.sum() + len(lengths)), dtype=np.uint8)
+    starts = np.cumsum(lengths + 1) - lengths - 1  # one separator byte between tokens
+    hashes = minhash.token_hashes(data, starts, starts + lengths)
+    for i in list(range(0, 5000, 37)) + list(range(5000, len(lengths))):
+        assert hashes[i] == minhash.token_hash32(data[starts[i] : starts[i] + lengths[i]].tobytes())
+    assert len(set(hashes[:5000].tolist())) > 4000  # distinct tokens get (mostly) distinct hashes
 
 
 def test_token_hash_of_a_shingle_is_a_function_of_its_text_alone():
-    hasher = minhash.TokenHasher()
-    toks = ["a", "b", "c", "d", "e", "f", "g"]
-    from_tokens = hasher.shingle_hashes(toks, 5)
+    text = "a b c d e f g"
+    hashes, per_doc = shingle_hashes([text, "only two"], NearTextDedupConfig())
+    toks = text.split()
     from_text = [minhash.shingle_hash32(" ".join(toks[i : i + 5]).encode()) for i in range(3)]
-    assert from_tokens.tolist() == from_text
-    assert len(set(from_text)) == 3
-    assert hasher.shingle_hashes(["only", "two"], 5).tolist() == [minhash.shingle_hash32(b"only two")]
+    assert per_doc.tolist() == [3, 1]
+    assert hashes[:3].tolist() == from_text and len(set(from_text)) == 3
+    assert hashes[3] == minhash.shingle_hash32(b"only two")
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+def test_permutation_kernel_equals_datasketch_on_raw_hash_values(scheme):
+    """Random 32-bit values, values at the ends of the range, repeats, one-value and empty
+    documents, and chunk boundaries in the middle of the batch."""
+    rng = np.random.default_rng(11)
+    extremes = np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1], dtype=np.uint32)
+    docs = [rng.integers(0, 2**32, rng.integers(1, 400), dtype=np.uint32) for _ in range(60)]
+    docs += [extremes, np.array([2**32 - 1], np.uint32), np.zeros(0, np.uint32), np.repeat(extremes[3:5], 50)]
+    docs += [rng.integers(2**32 - 1000, 2**32, 300, dtype=np.uint64).astype(np.uint32)]
+    perms = minhash.permutations(128, 5, scheme)
+    flat, per_doc = np.concatenate(docs), np.array([len(d) for d in docs])
+    ours = minhash.flat_signatures(flat, per_doc, perms)
+    assert np.array_equal(minhash.flat_signatures(flat, per_doc, perms, max_cells=1000), ours)
+    for values, sig in zip(docs, ours):
+        theirs = MinHash(num_perm=128, seed=5, scheme=scheme, hashfunc=int)
+        theirs.update_batch(values.tolist())
+        assert np.array_equal(theirs.hashvalues.astype(np.uint64), sig.astype(np.uint64))
+
+
+def test_batched_exact_jaccard_equals_set_jaccard():
+    rng = np.random.default_rng(2)
+    sets = [np.unique(rng.integers(0, 60, rng.integers(0, 40))).astype(np.uint32) for _ in range(200)]
+    a, b = sets[:100], sets[100:]
+    flat = [(np.concatenate(x), np.array([len(v) for v in x])) for x in (a, b)]
+    expected = [jaccard(set(x.tolist()), set(y.tolist())) for x, y in zip(a, b)]
+    assert np.allclose(exact_jaccard(*flat), expected)
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9, 0.95])
@@ -87,14 +164,22 @@ def test_shingles_choose_words_or_characters_per_row():
     english = "The quick brown fox jumps over the lazy dog"
     assert not is_cjk(english)
     assert shingles(english, word_ngram=3) == {
-        "the quick brown", "quick brown fox", "brown fox jumps", "fox jumps over", "jumps over the", "over the lazy", "the lazy dog"
+        "the quick brown",
+        "quick brown fox",
+        "brown fox jumps",
+        "fox jumps over",
+        "jumps over the",
+        "over the lazy",
+        "the lazy dog",
     }
     chinese = "我们今天去公园散步，天气很好。"
     assert is_cjk(chinese)
     chars = "我们今天去公园散步天气很好"  # punctuation dropped
     assert shingles(chinese, char_ngram=3) == {" ".join(chars[i : i + 3]) for i in range(len(chars) - 2)}
     # Case, full-width forms and extra spaces do not make a different document.
-    assert shingles("THE  quick ＢＲＯＷＮ fox jumps over the lazy dog", word_ngram=3) == shingles(english, word_ngram=3)
+    assert shingles("THE  quick ＢＲＯＷＮ fox jumps over the lazy dog", word_ngram=3) == shingles(
+        english, word_ngram=3
+    )
     assert shingles("") == set() and shingles("two words") == {"two words"}
 
 
@@ -103,7 +188,9 @@ def test_shingles_choose_words_or_characters_per_row():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    texts = {"en": planted_corpus(11, "en"), "zh": planted_corpus(12, "zh")}
+    # ~120 planted pairs per language: LSH misses single pairs at random (P(candidate | J = 0.8) is
+    # 0.87 with 14 bands of 9 rows), so fewer pairs make the 0.95 recall bound a coin toss.
+    texts = {"en": planted_corpus(11, "en", n_bases=100), "zh": planted_corpus(12, "zh", n_bases=100)}
     rows = {lang: text_rows(t) for lang, t in texts.items()}
     glob = write_rows(rows["en"] + rows["zh"], tmp_path_factory.mktemp("text_corpus"), n_files=3)
     return {"texts": texts, "rows": rows, "glob": glob}
@@ -126,7 +213,7 @@ def pairs(spark, corpus):
     cfg = NearTextDedupConfig(threshold=THRESHOLD)
     df = spark.read.parquet(corpus["glob"])
     sigs = text_signatures(df, cfg).localCheckpoint()
-    return {frozenset((r["src"], r["dst"])) for r in candidate_pairs(sigs, cfg, kept_texts(df)).collect()}
+    return {frozenset((r["src"], r["dst"])) for r in candidate_pairs(sigs, cfg, df).collect()}
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -182,11 +269,15 @@ def test_connected_components_equal_union_find_on_long_chains_and_stars(spark):
     uf = UnionFind()
     for a, b in edges:
         uf.union(a, b)
-    result = connected_components(spark.createDataFrame(edges, "src string, dst string")).collect()
-    by_node = {r["node"]: r["component"] for r in result}
-    assert len(by_node) == len(result), "one component per node"
     expected = {n: min(g) for g in uf.groups() for n in g if len(g) > 1}
-    assert by_node == expected
+    frame = spark.createDataFrame(edges, "src string, dst string")
+    # Small graphs are solved in the driver; local_max_edges=0 forces the distributed rounds.
+    for local_max_edges in (1_000_000, 0):
+        result = connected_components(frame, local_max_edges=local_max_edges).collect()
+        by_node = {r["node"]: r["component"] for r in result}
+        assert len(by_node) == len(result), "one component per node"
+        assert by_node == expected, local_max_edges
+    assert LAST_ROUNDS[0] > 1  # the distributed path ran its rounds
 
 
 def test_keep_by_quality_column_and_rows_already_rejected_are_not_compared(spark):
@@ -194,13 +285,18 @@ def test_keep_by_quality_column_and_rows_already_rejected_are_not_compared(spark
     rows = text_rows([base, base + " extra", base + " more words", "an unrelated document about nothing much"])
     for row, score in zip(rows, [0.1, 0.9, None, 0.5]):
         row["clip_score"] = score
-    df = with_reject_column(spark.createDataFrame(
-        [(r["id"], r["messages"], r["clip_score"]) for r in rows],
-        "id string, messages array<struct<role string, content array<struct<type string, text string, index int>>>>, clip_score float",
-    ))
+    df = with_reject_column(
+        spark.createDataFrame(
+            [(r["id"], r["messages"], r["clip_score"]) for r in rows],
+            "id string, messages array<struct<role string, content array<struct<type string, text string, index int>>>>, clip_score float",
+        )
+    )
     # The best-scored copy was refused by an earlier step: it must stay as it was and not be a keeper.
     df = reject_where(df, F.col("id") == rows[1]["id"], "earlier", "why")
-    out = {r["id"]: r["_reject"] for r in near_dedup_text(df, NearTextDedupConfig(threshold=0.7, keep_by="clip_score")).collect()}
+    out = {
+        r["id"]: r["_reject"]
+        for r in near_dedup_text(df, NearTextDedupConfig(threshold=0.7, keep_by="clip_score")).collect()
+    }
     assert out[rows[1]["id"]]["step"] == "earlier"
     assert out[rows[0]["id"]] is None  # 0.1 beats null
     assert out[rows[2]["id"]]["reason"] == REASON and out[rows[2]["id"]]["detail"] == rows[0]["id"]

@@ -5,9 +5,11 @@ The algorithm is the alternating large-star / small-star contraction of Kiveris 
 smallest node it can see, and the edge set converges to one star per component whose centre is the
 component's smallest node. It needs O(log^2 n) rounds; each round is a few joins and group-bys,
 and its result is checkpointed so the lineage (and query plan) stays short however many rounds
-run. A graph of at most `local_max_edges` edges (duplicate pairs are a small share of a corpus)
-is instead collected and solved by union-find in the driver: the same components in one Spark job
-instead of a dozen. Larger graphs never leave the executors.
+run. By default the graph never leaves the executors, whatever its size. Opt-in
+(`local_max_edges` > 0, the steps' `driver_components_max_edges`): a graph of at most that many
+edges is collected and solved by union-find in the driver, the same components in one Spark job
+instead of a dozen rounds; it saves seconds on a small corpus and needs driver memory (~200 bytes
+an edge), so it stays off unless asked for.
 
 Nodes are strings (row ids), so the component label is the smallest id in the component: the result
 is the same whatever the partitioning or the order of the edges.
@@ -36,10 +38,7 @@ class ComponentsDidNotConverge(RuntimeError):
     pass
 
 
-LOCAL_MAX_EDGES = 1_000_000  # ~200 MB of Python strings in the driver at most
-
-
-def connected_components(edges: DataFrame, max_rounds: int = 64, local_max_edges: int = LOCAL_MAX_EDGES) -> DataFrame:
+def connected_components(edges: DataFrame, max_rounds: int = 64, local_max_edges: int = 0) -> DataFrame:
     """(node, component) for every node that appears in `edges` (columns src, dst).
 
     `component` is the smallest node of the node's connected component (a root maps to itself).

@@ -46,6 +46,9 @@ class ImageDedupConfig:
     all_pairs_bucket: int = 64
     keep_by: str | None = None  # quality column (higher is kept), then the smallest id
     max_rounds: int = 64
+    # > 0: a duplicate graph of at most this many edges is solved by union-find in the driver
+    # (faster on small corpora, costs driver memory); 0: always the distributed rounds
+    driver_components_max_edges: int = 0
 
 
 IMAGE_HASH_SCHEMA = "id string, pos int, pixel_hash string, phash long, bands array<long>"
@@ -121,6 +124,6 @@ def image_dedup(df: DataFrame, cfg: ImageDedupConfig) -> DataFrame:
     clock = Progress(STEP)
     hashes = checkpoint(image_hashes(df, cfg))
     clock.note("image hashes")
-    components = connected_components(image_edges(hashes, cfg), cfg.max_rounds)
+    components = connected_components(image_edges(hashes, cfg), cfg.max_rounds, cfg.driver_components_max_edges)
     clock.note(f"candidate pairs and connected components ({LAST_ROUNDS[0]} rounds)")
     return reject_duplicates(df, components, STEP, REASON, cfg.keep_by)

@@ -3,7 +3,7 @@
     signatures (mapInArrow, numpy over whole batches)  ->  (band, key) per row
     ->  rows sharing a band key  ->  candidate pairs  ->  confirmed where the exact Jaccard of
         their shingle-hash sets (default; or the signature agreement) reaches the threshold
-    ->  connected components (Spark; in the driver when the confirmed pairs are few)
+    ->  connected components (Spark rounds; opt-in union-find in the driver for small graphs)
     ->  one row kept per component, the others rejected with reason `near_duplicate` and the kept
         row's id as detail
 
@@ -62,6 +62,9 @@ class NearTextDedupConfig:
     all_pairs_bucket: int = 32  # buckets up to this size give all pairs, larger ones a star + chain
     keep_by: str | None = None  # quality column (higher is kept), then the smallest id
     max_rounds: int = 64
+    # > 0: a duplicate graph of at most this many edges is solved by union-find in the driver
+    # (faster on small corpora, costs driver memory); 0: always the distributed rounds
+    driver_components_max_edges: int = 0
 
     def band_shape(self) -> tuple[int, int]:
         if self.bands and self.rows:
@@ -322,7 +325,7 @@ def near_dedup_text(df: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
     clock.note("candidate pairs")
     confirmed = checkpoint(confirm_pairs(pairs, sigs, cfg, df))
     clock.note(f"confirmed pairs ({cfg.verify})")
-    components = connected_components(confirmed, cfg.max_rounds)
+    components = connected_components(confirmed, cfg.max_rounds, cfg.driver_components_max_edges)
     clock.note(f"connected components ({LAST_ROUNDS[0]} rounds; 0: solved in the driver)")
     marked = reject_duplicates(df, components, STEP, REASON, cfg.keep_by)
     clock.note("duplicates chosen")

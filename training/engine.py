@@ -304,12 +304,10 @@ def train(cfg: StageConfig, engine, pipeline, metrics, tokenizer=None, peak_flop
         if ledger is not None:
             ledger.resume_at(step)
     steps = GlobalSteps(pipeline, cfg.micro_batches, cost, balance=cfg.balance, rank=rank, world=world)
-    loss_value, mix, dropped = None, {}, [0, 0]
+    loss_value, mix = None, {}
     while step < cfg.max_steps:
         t0 = time.perf_counter()
         plan = steps.next()
-        if plan is not None:
-            dropped = [dropped[0] + plan.dropped_sequences, dropped[1] + plan.dropped_samples]
         if plan is None:
             log.info("data ended after step %d", step)  # a finite run (epochs=n)
             break
@@ -353,5 +351,5 @@ def train(cfg: StageConfig, engine, pipeline, metrics, tokenizer=None, peak_flop
     if step > start:
         save_checkpoint(engine, output, step, pipeline, cfg.keep_checkpoints)
     folder = export_hf(engine, output / "export", tokenizer) if cfg.export else None
-    return TrainResult(start, step, loss_value, folder, engine, dropped_sequences=dropped[0],
-                       dropped_samples=dropped[1])
+    return TrainResult(start, step, loss_value, folder, engine, dropped_sequences=steps.dropped_sequences,
+                       dropped_samples=steps.dropped_samples)

@@ -104,6 +104,7 @@ class GlobalSteps:
         )
         self._batches = iter(pipeline)
         self.ended = False
+        self.dropped_sequences = self.dropped_samples = 0  # so far, incl. a final draw too small to run
 
     def _draw(self, n: int) -> list:
         drawn = []
@@ -152,6 +153,8 @@ class GlobalSteps:
         per_rank = min(self.micro_batches, len(order) // self.world)
         kept, dropped = order[: per_rank * self.world], order[per_rank * self.world :]
         dropped_samples = sum(len(coords[r][i]) for r, i in dropped)
+        self.dropped_sequences += len(dropped)
+        self.dropped_samples += dropped_samples
         if dropped:
             log.warning("data ended: %d sequence(s) (%d samples) read but not run, fewer than one per rank",
                         len(dropped), dropped_samples)

@@ -152,6 +152,20 @@ def test_a_rank_whose_data_ends_is_topped_up_by_the_others():
     ran = [b.sample_ids[0] for plans_r in plans for plan in plans_r for b in plan.mine]
     assert len(ran) == len(set(ran)) == 6
     assert plans[0][-1].dropped_sequences == 1 and plans[0][-1].dropped_samples == 2
+
+
+def test_a_final_draw_too_small_for_every_rank_is_counted():
+    """3 sequences over 2 ranks, 1 each per step: one full step, then 1 < world left: dropped."""
+    pipes = fake_world([2, 1])
+    made = {}
+
+    def make(rank, exchange):
+        made[rank] = GlobalSteps(pipes[rank], 1, lambda b: b.cost, rank=rank, world=2, exchange=exchange)
+        return made[rank]
+
+    plans = run_ranks(2, make)
+    assert [len(p) for p in plans] == [1, 1]
+    assert all(m.dropped_sequences == 1 and m.dropped_samples == 2 for m in made.values())
     assert plans[1][0].owners.count(0) >= 1  # rank 1 ran rank 0's rows
 
 

@@ -33,7 +33,6 @@ lies inside an input.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -49,6 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from curation.config import ConfigError, job_config
+from training.data.manifest import file_sha256
 
 log = logging.getLogger("training.merge")
 
@@ -272,14 +272,6 @@ def parse_size(text: str) -> int:
 # --- the merge ------------------------------------------------------------------------------------------
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def merge(cfg: MergeConfig) -> Path:
     """Average cfg.inputs into cfg.output; returns the output folder."""
     from safetensors import safe_open
@@ -366,7 +358,7 @@ def merge_info(
     inputs = []
     for ckpt, weight, given_weight in zip(checkpoints, weights, given):
         described = [
-            {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256(p) if cfg.checksums else None}
+            {"name": p.name, "bytes": p.stat().st_size, "sha256": file_sha256(p) if cfg.checksums else None}
             for p in ckpt.weight_files
         ]
         inputs.append(

@@ -54,7 +54,7 @@ def list_shards(folder: str | Path, verify_checksums: bool = False) -> list[Shar
         if not path.is_file():
             raise ShardFolderError(f"{path} is listed in {folder / MANIFEST} but missing")
         if verify_checksums:
-            digest = _sha256(path)
+            digest = file_sha256(path)
             if digest != entry["sha256"]:
                 raise ShardFolderError(f"{path} has sha256 {digest}, the manifest says {entry['sha256']}")
         metadata = pq.ParquetFile(path).metadata
@@ -65,7 +65,8 @@ def list_shards(folder: str | Path, verify_checksums: bool = False) -> list[Shar
     return shards
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (shards, checkpoint weights)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -54,6 +54,7 @@ REJECT_SCHEMA = pa.schema(
         ("origin", pa.string()),
     ]
 )
+REJECT_ROW_BYTES = 256  # a reject row's size, for the rejects' shard count
 _SHARD_STATS = "shard int, path string, rows long, bytes long, sha256 string"
 
 
@@ -102,12 +103,13 @@ def write_output(
         staged = marked
 
     with log("funnel"):
-        funnel = compute_funnel(staged, steps)
+        # One scan counts every step's rejects and sizes the kept rows (for the shard count).
+        funnel, kept_bytes = _funnel_and_kept_bytes(staged, steps)
         (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
 
     kept = staged.filter(F.col(REJECT).isNull()).drop(REJECT)
     with log("shards"):
-        shards = write_shards(kept, str(out), schema.SCHEMA, writer, size_col=_row_size())
+        shards = write_shards(kept, str(out), schema.SCHEMA, writer, total_size=kept_bytes)
 
     rejected = staged.filter(F.col(REJECT).isNotNull()).select(
         "id",
@@ -119,8 +121,14 @@ def write_output(
     )
     (out / REJECTS).mkdir(exist_ok=True)
     with log("rejects"):
+        n_rejected = funnel["input_rows"] - funnel["kept_rows"]
         reject_shards = write_shards(
-            rejected, str(out / REJECTS), REJECT_SCHEMA, writer, size_col=F.lit(256), sort=("step", "reason", "id")
+            rejected,
+            str(out / REJECTS),
+            REJECT_SCHEMA,
+            writer,
+            total_size=REJECT_ROW_BYTES * n_rejected,
+            sort=("step", "reason", "id"),
         )
     shutil.rmtree(out / STAGING, ignore_errors=True)
 
@@ -181,11 +189,18 @@ def prepare_folder(out: Path) -> None:
 
 def compute_funnel(marked: DataFrame, steps: Sequence[str]) -> dict:
     """Per step, in pipeline order: rows in, rows out, rows rejected by reason."""
-    counts = (
-        marked.groupBy(F.col(f"{REJECT}.step").alias("step"), F.col(f"{REJECT}.reason").alias("reason"))
-        .count()
-        .collect()
-    )
+    return _funnel_and_kept_bytes(marked, steps, with_bytes=False)[0]
+
+
+def _funnel_and_kept_bytes(marked: DataFrame, steps: Sequence[str], with_bytes: bool = True) -> tuple[dict, int]:
+    """(the funnel, approximate bytes of the kept rows), from one aggregation."""
+    size = F.when(F.col(REJECT).isNull(), _row_size()) if with_bytes else F.lit(0)
+    groups = marked.groupBy(F.col(f"{REJECT}.step").alias("step"), F.col(f"{REJECT}.reason").alias("reason"))
+    counts = groups.agg(F.count(F.lit(1)).alias("count"), F.sum(size).alias("bytes")).collect()
+    return _funnel(counts, steps), sum(r["bytes"] or 0 for r in counts if r["step"] is None)
+
+
+def _funnel(counts: list, steps: Sequence[str]) -> dict:
     total = sum(r["count"] for r in counts)
     by_step: dict[str, dict[str, int]] = {}
     for r in counts:
@@ -208,11 +223,13 @@ def write_shards(
     folder: str,
     arrow_schema: pa.Schema,
     writer: WriterConfig,
-    size_col,
+    total_size: int,
     sort: Sequence[str] = ("id",),
 ) -> list[dict]:
-    """Write `df` as part-NNNNN.parquet files in `folder`; deterministic for the same rows."""
-    total_size = df.select(F.sum(size_col).alias("s")).collect()[0]["s"] or 0
+    """Write `df` as part-NNNNN.parquet files in `folder`; deterministic for the same rows.
+
+    `total_size` (approximate bytes of all rows) sets the shard count: ceil(total / shard_bytes).
+    """
     n_shards = max(1, math.ceil(total_size / writer.shard_bytes))
     # A row's shard is the partition its id hashes to (hash partitioning is pmod of Murmur3 `hash`),
     # so each shard is written by a task of its own; hashing the shard number instead made some
@@ -238,7 +255,20 @@ def _row_size():
         F.lit(0).cast("long"),
         lambda acc, v: acc + F.aggregate(v["frames"], F.lit(0).cast("long"), lambda a, f: a + F.octet_length(f)),
     )
-    return image_bytes + frame_bytes + F.octet_length(F.to_json("messages")) + F.lit(128)
+    # Text bytes plus a little per part and message (role, type, index): ~2x cheaper than the
+    # length of the messages as JSON, which it approximates.
+    message_bytes = F.aggregate(
+        F.coalesce("messages", F.array()),
+        F.lit(0).cast("long"),
+        lambda acc, m: acc
+        + F.lit(32)
+        + F.aggregate(
+            m["content"],
+            F.lit(0).cast("long"),
+            lambda a, p: a + F.lit(32) + F.coalesce(F.octet_length(p["text"]), F.lit(0)),
+        ),
+    )
+    return image_bytes + frame_bytes + message_bytes + F.lit(128)
 
 
 class _ShardJob:

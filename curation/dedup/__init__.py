@@ -9,15 +9,23 @@ lsh (band choice and band keys), components (connected components on DataFrames,
 component), image_hash (pixel hash, pHash), benchmarks (reading benchmark sets).
 """
 
-from curation.dedup.decontam import DecontamConfig, decontaminate
-from curation.dedup.near_image import ImageDedupConfig, image_dedup
-from curation.dedup.near_text import NearTextDedupConfig, near_dedup_text
+import importlib
 
-__all__ = [
-    "DecontamConfig",
-    "ImageDedupConfig",
-    "NearTextDedupConfig",
-    "decontaminate",
-    "image_dedup",
-    "near_dedup_text",
-]
+# Imported on first use: Spark's Python workers unpickle step functions from single modules
+# (near_text, minhash), and should not pay for importing every step (pandas, image code) first.
+_EXPORTS = {
+    "DecontamConfig": "decontam",
+    "decontaminate": "decontam",
+    "ImageDedupConfig": "near_image",
+    "image_dedup": "near_image",
+    "NearTextDedupConfig": "near_text",
+    "near_dedup_text": "near_text",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"curation.dedup.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'curation.dedup' has no attribute {name!r}")

@@ -97,20 +97,25 @@ def _normalise(edges: DataFrame) -> DataFrame:
 
 
 def _large_star(edges: DataFrame) -> DataFrame:
-    """Each node u links its larger neighbours to m(u), the smallest of u and its neighbours."""
+    """Each node u links its larger neighbours to m(u), the smallest of u and its neighbours.
+
+    The output is hash-partitioned by its `src` and free of repeats, which is what `_small_star`
+    groups by: one shuffle feeds both steps.
+    """
     both = edges.unionByName(edges.select(F.col("dst").alias("src"), F.col("src").alias("dst")))
-    smallest = both.groupBy("src").agg(F.least(F.min("dst"), F.col("src")).alias("m"))
-    out = both.join(smallest, "src").where(F.col("dst") > F.col("src")).select(F.col("dst").alias("src"), "m")
-    return _normalise(out.withColumnRenamed("m", "dst"))
+    m = F.least(F.min("dst").over(Window.partitionBy("src")), F.col("src"))
+    out = both.withColumn("m", m).where(F.col("dst") > F.col("src"))
+    # v > u >= m(u): already (larger, smaller), never a self loop.
+    return out.select(F.col("dst").alias("src"), F.col("m").alias("dst")).repartition("src").distinct()
 
 
 def _small_star(edges: DataFrame) -> DataFrame:
     """Each node u links itself and its smaller neighbours to the smallest of them."""
     # `edges` are (larger, smaller): grouped by the larger end they are u's smaller neighbours.
-    smallest = edges.groupBy("src").agg(F.min("dst").alias("m"))
-    to_m = edges.join(smallest, "src").select(F.col("dst").alias("src"), F.col("m").alias("dst"))
-    self_to_m = smallest.select("src", F.col("m").alias("dst"))
-    return _normalise(to_m.unionByName(self_to_m))
+    with_m = edges.withColumn("m", F.min("dst").over(Window.partitionBy("src")))
+    to_m = with_m.where(F.col("dst") != F.col("m")).select(F.col("dst").alias("src"), F.col("m").alias("dst"))
+    self_to_m = with_m.select("src", F.col("m").alias("dst"))
+    return to_m.unionByName(self_to_m).distinct()
 
 
 def _is_star_forest(edges: DataFrame) -> bool:

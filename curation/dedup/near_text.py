@@ -1,6 +1,6 @@
 """Text near-duplicates: MinHash signatures, LSH candidate pairs, connected components.
 
-    signatures (mapInArrow, numpy over whole batches)  ->  (band, key) per row
+    signatures and shingle-hash sets (mapInArrow, numpy over whole batches)  ->  (band, key) per row
     ->  rows sharing a band key  ->  candidate pairs  ->  confirmed where the exact Jaccard of
         their shingle-hash sets (default; or the signature agreement) reaches the threshold
     ->  connected components (Spark rounds; opt-in union-find in the driver for small graphs)
@@ -13,6 +13,7 @@ answers), in order. Rows without text, and rows already rejected, are not compar
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -121,58 +122,44 @@ def _long_lists(values: np.ndarray) -> pa.Array:
 
 
 class _SignatureBatches:
-    """mapInArrow function: (id, text) batches -> (id, keys[, sig]) of the rows with text.
+    """mapInArrow function: (id, text) batches -> (id, keys[, sig | shingles]) of the rows with text.
 
-    Arrow in and out (no pandas), and one numpy pass per ~0.5 MB of text.
+    Arrow in and out (no pandas), and one numpy pass per ~0.5 MB of text. For exact confirmation
+    the row's shingle hashes come along (computed here anyway; unsorted, sorting every row's would
+    cost more than the signature), so confirming candidates never reads and shingles texts again.
     """
 
     def __init__(self, cfg: NearTextDedupConfig):
         self.cfg = cfg
         self.bands, self.rows = cfg.band_shape()
-        self.with_sig = cfg.verify == "signature"
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         perms = minhash.permutations(self.cfg.num_perm, self.cfg.seed, self.cfg.scheme)  # type: ignore[arg-type]
         for batch in batches:
-            has_text, sigs = [], []
+            has_text, sigs, sets = [], [], []
             for chunk in _chunks(batch):
                 hashes, per_doc = shingle_hashes(chunk.column("text").to_pylist(), self.cfg)
                 has_text.append(per_doc > 0)
                 sigs.append(minhash.flat_signatures(hashes, per_doc[per_doc > 0], perms))
+                if self.cfg.verify == "exact":
+                    sets.append((hashes.astype("<u4", copy=False), per_doc[per_doc > 0]))
             keep = np.concatenate(has_text) if has_text else np.zeros(0, dtype=bool)
             sig = np.concatenate(sigs) if sigs else np.zeros((0, perms.num_perm), dtype=np.uint32)
             columns = {"id": batch.column("id").filter(pa.array(keep))}
-            if self.with_sig:
+            if self.cfg.verify == "signature":
                 columns["sig"] = _binary(sig.astype("<u4").ravel(), np.full(len(sig), 4 * sig.shape[1]))
+            elif self.cfg.verify == "exact":
+                values = [v for v, _ in sets] or [np.zeros(0, "<u4")]
+                counts = [c for _, c in sets] or [np.zeros(0, np.int64)]
+                columns["shingles"] = _binary(np.concatenate(values), 4 * np.concatenate(counts))
             columns["keys"] = _long_lists(lsh.band_keys(sig, self.bands, self.rows))
             yield pa.RecordBatch.from_pydict(columns)
 
 
-class _ShingleSets:
-    """mapInArrow function: (id, text) -> (id, sorted unique shingle hashes as little-endian bytes)."""
-
-    def __init__(self, cfg: NearTextDedupConfig):
-        self.cfg = cfg
-
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            values, counts = [], []
-            for chunk in _chunks(batch):
-                hashes, per_doc = shingle_hashes(chunk.column("text").to_pylist(), self.cfg)
-                # One sort for the whole chunk: (document, hash) keys, unique, split by document.
-                doc = np.repeat(np.arange(len(per_doc), dtype=np.uint64), per_doc)
-                keys = np.unique((doc << np.uint64(32)) | hashes.astype(np.uint64))
-                counts.append(np.bincount((keys >> np.uint64(32)).astype(np.int64), minlength=len(per_doc)))
-                values.append((keys & np.uint64(0xFFFFFFFF)).astype("<u4"))
-            sets = _binary(
-                np.concatenate(values or [np.zeros(0, "<u4")]), 4 * np.concatenate(counts or [np.zeros(0, np.int64)])
-            )
-            yield pa.RecordBatch.from_pydict({"id": batch.column("id"), "shingles": sets})
-
-
 def signature_schema(cfg: NearTextDedupConfig) -> str:
-    """The signature frame's columns; the full signature only when candidates are confirmed by it."""
-    return "id string, sig binary, keys array<long>" if cfg.verify == "signature" else "id string, keys array<long>"
+    """The signature frame's columns: besides the band keys, what candidates are confirmed by."""
+    extra = {"signature": "sig binary, ", "exact": "shingles binary, "}.get(cfg.verify, "")
+    return f"id string, {extra}keys array<long>"
 
 
 def kept_texts(df: DataFrame) -> DataFrame:
@@ -181,60 +168,83 @@ def kept_texts(df: DataFrame) -> DataFrame:
 
 
 def text_signatures(df: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
-    """Per kept row with text: id, keys (one long per band), and sig (num_perm little-endian
-    uint32) when `cfg.verify` is "signature"."""
+    """Per kept row with text: id, keys (one long per band), and what confirms candidates
+    (`cfg.verify`): shingles (sorted unique shingle hashes, little-endian uint32) for "exact",
+    sig (num_perm little-endian uint32) for "signature"."""
     return kept_texts(df).mapInArrow(_SignatureBatches(cfg), signature_schema(cfg))
 
 
-def candidate_pairs(signatures: DataFrame, cfg: NearTextDedupConfig, rows: DataFrame | None = None) -> DataFrame:
+def candidate_pairs(signatures: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
     """(src, dst) pairs of rows that share a band key, confirmed by their Jaccard similarity."""
-    return confirm_pairs(band_pairs(signatures, cfg), signatures, cfg, rows)
+    return confirm_pairs(checkpoint(band_pairs(signatures, cfg)), signatures, cfg)
 
 
 def band_pairs(signatures: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
-    """(src, dst) pairs of rows that share a band key (unconfirmed), src < dst, each pair once."""
+    """(src, dst) pairs of rows that share a band key (unconfirmed), src < dst, each pair once.
+
+    One shuffle brings each (band, key) bucket into one partition, where numpy sorts the keys
+    and pairs the members of the few shared buckets (`bucket_pairs`' rule); a second, small one
+    removes pairs found in several bands.
+    """
     keyed = signatures.select("id", F.posexplode("keys").alias("band", "key"))
-    # Nearly every band key is unique: find the shared ones from (band, key) alone and broadcast
-    # them, so that only their rows' ids are collected (2-3x faster than grouping every row's id).
-    shared = checkpoint(keyed.groupBy("band", "key").count().where(F.col("count") > 1).drop("count"))
-    buckets = checkpoint(  # read three times by bucket_pairs
-        keyed.join(small_side(shared), ["band", "key"], "left_semi")
-        .groupBy("band", "key")
-        .agg(F.array_sort(F.collect_set("id")).alias("ids"))
-        .where(F.size("ids") > 1)
-    )
-    return bucket_pairs(buckets, cfg.all_pairs_bucket).distinct()
+    buckets = keyed.repartition("band", "key")
+    pairs = buckets.mapInArrow(_BucketPairs(cfg.all_pairs_bucket), "src string, dst string")
+    return pairs.distinct()
 
 
-def confirm_pairs(
-    pairs: DataFrame, signatures: DataFrame, cfg: NearTextDedupConfig, rows: DataFrame | None = None
-) -> DataFrame:
+class _BucketPairs:
+    """mapInArrow function over whole (band, key) buckets: the pairs `bucket_pairs` would give."""
+
+    def __init__(self, all_pairs_bucket: int):
+        self.all_pairs_bucket = all_pairs_bucket
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        batches = list(batches)  # a bucket may span batches: the partition is read whole
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        band = table.column("band").to_numpy()
+        key = table.column("key").to_numpy()
+        order = np.lexsort((key, band))
+        band, key = band[order], key[order]
+        same = (band[1:] == band[:-1]) & (key[1:] == key[:-1])  # sorted row i + 1 in row i's bucket
+        shared = np.zeros(len(order), dtype=bool)  # in a bucket of two or more rows
+        shared[1:] |= same
+        shared[:-1] |= same
+        run_start = np.flatnonzero(np.concatenate([[True], ~same])[shared])
+        ids = table.column("id").take(pa.array(order[shared])).to_pylist()
+        src: list[str] = []
+        dst: list[str] = []
+        for lo, hi in zip(run_start.tolist(), [*run_start[1:].tolist(), len(ids)]):
+            for a, b in _pairs(sorted(set(ids[lo:hi])), self.all_pairs_bucket):
+                src.append(a)
+                dst.append(b)
+        yield pa.RecordBatch.from_pydict({"src": pa.array(src, pa.string()), "dst": pa.array(dst, pa.string())})
+
+
+def _pairs(ids: list[str], all_pairs_bucket: int):
+    """`bucket_pairs` for one bucket of sorted unique ids."""
+    if len(ids) <= all_pairs_bucket:
+        return ((a, b) for i, a in enumerate(ids) for b in ids[i + 1 :])
+    first = ids[0]
+    return itertools.chain(((first, b) for b in ids[1:]), itertools.pairwise(ids))
+
+
+def confirm_pairs(pairs: DataFrame, signatures: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
     """The candidate pairs whose Jaccard similarity reaches the threshold (`cfg.verify`).
 
-    Exact confirmation re-shingles only the rows that are in some candidate pair (from `rows`,
-    the frame the signatures came from), so full shingle sets are never stored.
+    `pairs` is read twice: pass a materialised (checkpointed) frame.
     """
     if cfg.verify == "none":
         return pairs
-    if cfg.verify == "signature":
-        sides = signatures.select("id", F.col("sig").alias("value"))
-    elif cfg.verify == "exact":
-        if rows is None:
-            raise ValueError("exact confirmation needs the rows the signatures came from")
-        pairs = checkpoint(pairs)
-        members = pairs.select(F.col("src").alias("id")).unionByName(pairs.select(F.col("dst").alias("id"))).distinct()
-        # Rows first, texts of the members only: Spark does not push the semi join below the text
-        # expression (lambdas), which would otherwise be evaluated for every row.
-        # Materialised once: both ends of the pairs read it (else the texts are scanned twice).
-        sides = checkpoint(
-            kept_texts(rows.join(small_side(checkpoint(members)), "id", "left_semi"))
-            .mapInArrow(_ShingleSets(cfg), "id string, shingles binary")
-            .select("id", F.col("shingles").alias("value"))
-        )
-    else:
+    if cfg.verify not in ("exact", "signature"):
         raise ValueError(f"near_dedup.verify must be exact, signature or none; got {cfg.verify!r}")
-    side_a = sides.select(F.col("id").alias("src"), F.col("value").alias("a"))
-    side_b = sides.select(F.col("id").alias("dst"), F.col("value").alias("b"))
+    value = "shingles" if cfg.verify == "exact" else "sig"
+    members = pairs.select(F.col("src").alias("id")).unionByName(pairs.select(F.col("dst").alias("id"))).distinct()
+    # Only the rows in some pair: the join then moves their sets, not every row's.
+    sides = signatures.join(small_side(checkpoint(members)), "id", "left_semi").select("id", F.col(value).alias("v"))
+    side_a = sides.select(F.col("id").alias("src"), F.col("v").alias("a"))
+    side_b = sides.select(F.col("id").alias("dst"), F.col("v").alias("b"))
     joined = pairs.join(side_a, "src").join(side_b, "dst").select("src", "dst", "a", "b")
     return joined.mapInArrow(_Confirm(cfg.verify, cfg.threshold), "src string, dst string")
 
@@ -270,21 +280,35 @@ def _values(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def exact_jaccard(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Jaccard of row i's sets in `a` and `b` (sorted unique values, as `_values` gives them) for
-    every row at once: a value of both sides appears twice among the sorted (row, value) keys."""
-    (va, na), (vb, nb) = a, b
-    rows = np.arange(len(na), dtype=np.uint64)
-    keys = np.concatenate(
-        [
-            (np.repeat(rows, na) << np.uint64(32)) | va.astype(np.uint64),
-            (np.repeat(rows, nb) << np.uint64(32)) | vb.astype(np.uint64),
-        ]
-    )
+    """Jaccard of row i's sets in `a` and `b` (values one row after the other, with repeats, as
+    `_values` gives them; values per row) for every row at once: (row, value) keys made unique
+    per side, then a key of both sides appears twice among the sorted keys of the two."""
+    keys_a, keys_b = _unique_row_keys(*a), _unique_row_keys(*b)
+    rows = len(a[1])
+    both = np.concatenate([keys_a, keys_b])
+    both.sort()
+    twice = both[1:][both[1:] == both[:-1]]
+    inter = _per_row(twice, rows)
+    union = _per_row(keys_a, rows) + _per_row(keys_b, rows) - inter
+    return np.divide(inter, union, out=np.zeros(rows), where=union > 0)
+
+
+def _unique_row_keys(values: np.ndarray, per_row: np.ndarray) -> np.ndarray:
+    """Sorted unique (row << 32 | value) keys."""
+    row = np.repeat(np.arange(len(per_row), dtype=np.uint64), per_row)
+    keys = (row << np.uint64(32)) | values.astype(np.uint64)
+    # sort + mask, not np.unique: numpy 2.3's unique is ~100x slower than its (SIMD) sort here.
     keys.sort()
-    twice = keys[1:][keys[1:] == keys[:-1]]
-    inter = np.bincount((twice >> np.uint64(32)).astype(np.int64), minlength=len(na))
-    union = na + nb - inter
-    return np.divide(inter, union, out=np.zeros(len(na)), where=union > 0)
+    first = np.ones(len(keys), dtype=bool)
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    return keys[first]
+
+
+def _per_row(keys: np.ndarray, rows: int) -> np.ndarray:
+    """How many of the sorted (row << 32 | value) keys each row has (a search per row boundary is
+    ~10x faster than np.bincount over every key)."""
+    bounds = np.arange(rows + 1, dtype=np.uint64) << np.uint64(32)
+    return np.diff(np.searchsorted(keys, bounds))
 
 
 def _signature_agreement(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -323,7 +347,7 @@ def near_dedup_text(df: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
     clock.note("signatures")
     pairs = checkpoint(band_pairs(sigs, cfg))
     clock.note("candidate pairs")
-    confirmed = checkpoint(confirm_pairs(pairs, sigs, cfg, df))
+    confirmed = checkpoint(confirm_pairs(pairs, sigs, cfg))
     clock.note(f"confirmed pairs ({cfg.verify})")
     components = connected_components(confirmed, cfg.max_rounds, cfg.driver_components_max_edges)
     clock.note(f"connected components ({LAST_ROUNDS[0]} rounds; 0: solved in the driver)")

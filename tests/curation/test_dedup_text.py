@@ -135,11 +135,15 @@ def test_permutation_kernel_equals_datasketch_on_raw_hash_values(scheme):
 
 
 def test_batched_exact_jaccard_equals_set_jaccard():
+    # Unsorted and with repeats, as a document's shingle hashes come (a repeated shingle counts once).
     rng = np.random.default_rng(2)
-    sets = [np.unique(rng.integers(0, 60, rng.integers(0, 40))).astype(np.uint32) for _ in range(200)]
+    sets = [rng.integers(0, 60, rng.integers(0, 40)).astype(np.uint32) for _ in range(200)]
+    sets[0] = np.array([7, 7, 3, 7], dtype=np.uint32)
+    sets[100] = np.array([3, 9, 9], dtype=np.uint32)  # {3, 7} vs {3, 9}: 1/3
     a, b = sets[:100], sets[100:]
     flat = [(np.concatenate(x), np.array([len(v) for v in x])) for x in (a, b)]
     expected = [jaccard(set(x.tolist()), set(y.tolist())) for x, y in zip(a, b)]
+    assert expected[0] == pytest.approx(1 / 3)
     assert np.allclose(exact_jaccard(*flat), expected)
 
 
@@ -213,7 +217,7 @@ def pairs(spark, corpus):
     cfg = NearTextDedupConfig(threshold=THRESHOLD)
     df = spark.read.parquet(corpus["glob"])
     sigs = text_signatures(df, cfg).localCheckpoint()
-    return {frozenset((r["src"], r["dst"])) for r in candidate_pairs(sigs, cfg, df).collect()}
+    return {frozenset((r["src"], r["dst"])) for r in candidate_pairs(sigs, cfg).collect()}
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

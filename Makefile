@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PADDLE_VENV := .venv-paddle
 PADDLE_STAMP := $(PADDLE_VENV)/.installed
+CDS_STAMP := .spark-cds/.made
 # System packages the tests need: Java for Spark, CJK fonts for OCR rendering, a font without CJK
 # glyphs for the no-tofu test.
 APT_PACKAGES := openjdk-17-jre-headless fontconfig fonts-wqy-microhei fonts-noto-cjk fonts-dejavu-core
@@ -14,11 +15,16 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export TORCH_EXTENSIONS_DIR := $(abspath .torch_extensions)
 export SPARK_LOCAL_IP ?= 127.0.0.1
-export SPARK_CONF_DIR ?= $(abspath configs/spark)
+# JVM options of every Spark job make runs: the log configuration, and once `make spark-cds` has
+# made it, the class-data-sharing archive (expanded when each command runs, so a job started
+# right after the archive is made already maps it).
+CDS_ARCHIVE := $(abspath .spark-cds/spark.jsa)
+SPARK_LOG_OPTS := -Dlog4j2.configurationFile=$(abspath configs/spark/log4j2.properties)
+export SPARK_SUBMIT_OPTS = $(SPARK_LOG_OPTS) $(if $(wildcard $(CDS_ARCHIVE)),-XX:SharedArchiveFile=$(CDS_ARCHIVE) -Xlog:cds=off -Xlog:cds+dynamic=off)
 
-.PHONY: setup system-packages demo test test-paddle test-all clean
+.PHONY: setup system-packages spark-cds demo test test-paddle test-all clean
 
-setup: system-packages $(STAMP)
+setup: system-packages $(STAMP) $(CDS_STAMP)
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -38,6 +44,22 @@ $(STAMP): pyproject.toml
 	# under TORCH_EXTENSIONS_DIR, so the demo and the tests start at once.
 	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	touch $(STAMP)
+
+# Spark's class-data-sharing archive. Most of a local job's first seconds go to loading and
+# verifying Spark's classes; one run of the curation job on the bundled sample with
+# -XX:ArchiveClassesAtExit records them, and every later JVM maps the archive instead (seconds
+# sooner; bench/dedup.py measures with and without). It must be made with the classpath it is used
+# with: Spark's jars of this venv. The JVM ignores a stale archive (after a pyspark upgrade the
+# stamp below remakes it), so it never changes what a job computes.
+spark-cds: $(CDS_STAMP)
+
+$(CDS_STAMP): $(STAMP)
+	rm -rf .spark-cds && mkdir -p .spark-cds
+	SPARK_SUBMIT_OPTS="$(SPARK_LOG_OPTS) -XX:ArchiveClassesAtExit=$(CDS_ARCHIVE)" \
+		$(VENV)/bin/spark-submit jobs/build_pretrain.py output=.spark-cds/sample-run card=false \
+		> .spark-cds/record.log 2>&1 || { tail -20 .spark-cds/record.log; exit 1; }
+	rm -rf .spark-cds/sample-run
+	touch $(CDS_STAMP)
 
 # The main job on the embedded default: local Spark over the bundled sample corpus, then a short
 # training stage of the tiny model on the shards it wrote.
@@ -69,4 +91,4 @@ test-all: setup
 	$(PY) -m pytest -m ''
 
 clean:
-	rm -rf out .pytest_cache .torch_extensions spark-warehouse
+	rm -rf out .pytest_cache .torch_extensions spark-warehouse .spark-cds

@@ -10,7 +10,9 @@ copies of an earlier original with 1-12 word edits (exact Jaccard 0.98 down to ~
 shingles). Both systems get the same documents and parameters (threshold, num_perm, seed, 5-word
 shingles of the same normalised tokens). Measured:
 
-* ours: wall time of `spark-submit --master local[2] jobs/dedup.py` (JVM start, reading shards,
+* ours: wall time of `spark-submit --master local[2] jobs/dedup.py` with the JVM options the
+  Makefile gives jobs (log configuration; the class-data-sharing archive of `make spark-cds`
+  unless --cds off; --cds both runs with and without it) (JVM start, reading shards,
   near-text dedup, writing shards, rejects and funnel, JVM stop), i.e. end to end; exact_dedup and
   image_dedup are switched off since datasketch does neither. The job's own phase timings are
   kept as the profile. `--ours-hashes token,sha1` also runs it with near_dedup.hash=sha1, whose
@@ -118,7 +120,10 @@ def generate(folder: Path, n_docs: int, seed: int = 0) -> dict:
         pq.write_table(
             schema.rows_to_table(rows), folder / f"part-{shard:05d}.parquet", compression="zstd", row_group_size=1024
         )
-    (folder / "_manifest.json").write_text(json.dumps({"rows": n_docs, "generated_by": "bench/dedup.py"}))
+    shards = [{"path": f.name} for f in sorted(folder.glob("part-*.parquet"))]
+    (folder / "_manifest.json").write_text(
+        json.dumps({"rows": n_docs, "shards": shards, "generated_by": "bench/dedup.py"})
+    )
     # Only texts of planted groups are kept for ground truth.
     members = set(groups) | {c for cs in groups.values() for c in cs}
     return {"groups": groups, "texts": {k: v for k, v in texts.items() if k in members}}
@@ -171,9 +176,28 @@ def score(reported: set[frozenset], clusters_same, truth: dict, texts: dict, fol
     }
 
 
-def run_ours(folder: Path, out: Path, threshold: float, num_perm: int, hash_name: str = "token") -> tuple[float, dict]:
+CDS_ARCHIVE = ROOT / ".spark-cds" / "spark.jsa"  # made by `make spark-cds` (part of `make setup`)
+
+
+def submit_opts(cds: bool) -> str:
+    """The JVM options the Makefile gives Spark jobs: its log configuration and, when asked for and
+    made, the class-data-sharing archive."""
+    opts = f"-Dlog4j2.configurationFile={ROOT / 'configs' / 'spark' / 'log4j2.properties'}"
+    if cds:
+        opts += f" -XX:SharedArchiveFile={CDS_ARCHIVE} -Xlog:cds=off -Xlog:cds+dynamic=off"
+    return opts
+
+
+def run_ours(
+    folder: Path, out: Path, threshold: float, num_perm: int, hash_name: str = "token", cds: bool = True
+) -> tuple[float, dict]:
     """(wall seconds of the whole spark-submit, the job's phase timings)."""
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "SPARK_SUBMIT_OPTS": submit_opts(cds),
+    }
     cmd = [
         str(Path(sys.executable).parent / "spark-submit"),
         "--master",
@@ -259,6 +283,12 @@ def main() -> None:
     ap.add_argument("--datasketch-max", type=int, default=1_000_000, help="largest size datasketch runs at")
     ap.add_argument("--systems", default="ours,datasketch", help="which to run: ours, datasketch or both")
     ap.add_argument("--ours-hashes", default="token", help="near_dedup.hash values to run ours with: token, sha1")
+    ap.add_argument(
+        "--cds",
+        choices=["on", "off", "both"],
+        default="on",
+        help="Spark JVM with the class-data-sharing archive of `make spark-cds` (on), without (off), or both",
+    )
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--num-perm", type=int, default=128)
     ap.add_argument("--workdir", default="/tmp/keyeforge_bench_dedup")
@@ -273,6 +303,9 @@ def main() -> None:
         "python": platform.python_version(),
         "load_average_at_start": os.getloadavg(),
     }
+    if args.cds != "off" and not CDS_ARCHIVE.exists():
+        raise SystemExit(f"{CDS_ARCHIVE} is missing: run `make spark-cds` first, or pass --cds off")
+    machine["spark_cds_archive"] = args.cds
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         corpus = work / f"corpus_{n}"
@@ -283,11 +316,20 @@ def main() -> None:
         print(f"[{n}] generated in {gen_s:.0f}s; {len(truth)} planted pairs", flush=True)
 
         row: dict = {"docs": n}
-        for hash_name in args.ours_hashes.split(",") if "ours" in args.systems else []:
-            key = "ours" if hash_name == "token" else f"ours_{hash_name}"
+        variants = [
+            (h, cds)
+            for h in args.ours_hashes.split(",")
+            for cds in {"on": [True], "off": [False], "both": [True, False]}[args.cds]
+        ]
+        for hash_name, cds in variants if "ours" in args.systems else []:
+            key = (
+                "ours"
+                + ("" if hash_name == "token" else f"_{hash_name}")
+                + ("" if cds or args.cds == "off" else "_no_cds")
+            )
             out = work / f"out_{n}"
             load_before = os.getloadavg()
-            ours_s, profile = run_ours(corpus, out, args.threshold, args.num_perm, hash_name)
+            ours_s, profile = run_ours(corpus, out, args.threshold, args.num_perm, hash_name, cds)
             load_after = os.getloadavg()
             rejects = pq.ParquetDataset(sorted((out / "_rejects").glob("part-*.parquet"))).read().to_pylist()
             root = {r["id"]: r["detail"] for r in rejects if r["reason"] == "near_duplicate"}
@@ -348,6 +390,8 @@ def _print_table(results: list[dict]) -> None:
         print(f"{r['docs']:>9} {ours:>12} {ds:>18} {sp:>8} {ours_rp:>12} {dsrp:>15}")
         if "ours_sha1_s" in r:
             print(f"{'':>9} {r['ours_sha1_docs_per_s']:>12.0f} (ours with hash=sha1, datasketch's default signatures)")
+        if "ours_no_cds_s" in r:
+            print(f"{'':>9} {r['ours_no_cds_docs_per_s']:>12.0f} (ours without the JVM class archive)")
 
 
 def _cpu_name() -> str:

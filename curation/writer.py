@@ -260,12 +260,14 @@ def _row_size():
     message_bytes = F.aggregate(
         F.coalesce("messages", F.array()),
         F.lit(0).cast("long"),
-        lambda acc, m: acc
-        + F.lit(32)
-        + F.aggregate(
-            m["content"],
-            F.lit(0).cast("long"),
-            lambda a, p: a + F.lit(32) + F.coalesce(F.octet_length(p["text"]), F.lit(0)),
+        lambda acc, m: (
+            acc
+            + F.lit(32)
+            + F.aggregate(
+                m["content"],
+                F.lit(0).cast("long"),
+                lambda a, p: a + F.lit(32) + F.coalesce(F.octet_length(p["text"]), F.lit(0)),
+            )
         ),
     )
     return image_bytes + frame_bytes + message_bytes + F.lit(128)
@@ -324,7 +326,13 @@ class _ShardJob:
         return pa.RecordBatch.from_pydict(
             stats,
             schema=pa.schema(
-                [("shard", pa.int32()), ("path", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string())]
+                [
+                    ("shard", pa.int32()),
+                    ("path", pa.string()),
+                    ("rows", pa.int64()),
+                    ("bytes", pa.int64()),
+                    ("sha256", pa.string()),
+                ]
             ),
         )
 

@@ -17,6 +17,7 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -67,7 +68,10 @@ STEPS = [
 def run(cfg: DedupJobConfig, spark=None) -> dict:
     if not cfg.input or not cfg.output:
         raise configuration.ConfigError("give input=DIR (a keyeforge shard folder) and output=DIR")
-    read_manifest(cfg.input)  # refuses an incomplete folder with a clear message
+    manifest = read_manifest(cfg.input)  # refuses an incomplete folder with a clear message
+    if not manifest.get("shards"):
+        raise OutputFolderError(f"the manifest of {cfg.input} lists no shards")
+    shards = [str(Path(cfg.input) / shard["path"]) for shard in manifest["shards"]]
     spark = spark or session("keyeforge dedup")
     if cfg.checkpoint_dir:
         spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
@@ -76,7 +80,7 @@ def run(cfg: DedupJobConfig, spark=None) -> dict:
     spark.conf.set(splits, str(cfg.min_partitions or 4 * spark.sparkContext.defaultParallelism))
     started = time.time()
     try:
-        manifest = _run_steps(cfg, spark, started)
+        manifest = _run_steps(cfg, spark, shards, started)
     finally:  # a session given by the caller keeps its own setting
         if previous is None:
             spark.conf.unset(splits)
@@ -89,9 +93,11 @@ def run(cfg: DedupJobConfig, spark=None) -> dict:
     return manifest
 
 
-def _run_steps(cfg: DedupJobConfig, spark, started: float) -> dict:
-    # Shards hold exactly the contract's columns: giving the schema skips a job reading every footer.
-    df = spark.read.schema(from_arrow_schema(schema.SCHEMA)).parquet(cfg.input.rstrip("/") + "/part-*.parquet")
+def _run_steps(cfg: DedupJobConfig, spark, shards: list[str], started: float) -> dict:
+    # The manifest's shards (no glob: stray files are not read, and Spark does not look for
+    # streaming metadata under a pattern). They hold exactly the contract's columns: giving the
+    # schema skips a job reading every footer.
+    df = spark.read.schema(from_arrow_schema(schema.SCHEMA)).parquet(*shards)
     names = []
     for name, step in STEPS:
         step_cfg = getattr(cfg, name)

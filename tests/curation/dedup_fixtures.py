@@ -4,6 +4,7 @@ with edited copies, a union-find for ground truth (imported by the test modules;
 from __future__ import annotations
 
 import io
+import json
 import random
 from pathlib import Path
 
@@ -78,6 +79,14 @@ def write_rows(rows: list[dict], folder: Path, n_files: int = 1) -> str:
     return str(folder / "part-*.parquet")
 
 
+def write_input_folder(rows: list[dict], folder: Path, n_files: int = 1) -> None:
+    """An input shard folder as a job leaves it (shards + a manifest listing them), without
+    running a job for it."""
+    write_rows(rows, folder, n_files)
+    shards = [{"path": f.name} for f in sorted(folder.glob("part-*.parquet"))]
+    (folder / "_manifest.json").write_text(json.dumps({"rows": len(rows), "shards": shards}))
+
+
 class UnionFind:
     def __init__(self):
         self.parent: dict = {}
@@ -143,4 +152,3 @@ def image_row(images: list[bytes], caption: str, source: str = "test") -> dict:
     return schema.make_row(
         source, "caption", [schema.message("document", *parts, caption)], [schema.image_entry(b) for b in images]
     )
-

@@ -18,6 +18,7 @@ from tests.curation.dedup_fixtures import (
     planted_corpus,
     text_rows,
     variants,
+    write_input_folder,
     write_rows,
 )
 
@@ -34,9 +35,10 @@ def test_job_runs_every_step_and_accounts_for_every_row(spark, tmp_path):
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "item7.png").write_bytes(encode(bench_img))
 
-    # An input shard folder as a job leaves it (shards + manifest), without running a job for it.
-    write_rows(rows, tmp_path / "in", n_files=2)
-    (tmp_path / "in" / "_manifest.json").write_text(json.dumps({"rows": len(rows), "shards": []}))
+    write_input_folder(rows, tmp_path / "in", n_files=2)
+    # A stray file beside the shards (a copy an earlier tool left) is not in the manifest: not read.
+    write_rows(text_rows(["a stray document that no manifest lists"]), tmp_path / "in" / "stray")
+    (tmp_path / "in" / "stray" / "part-00000.parquet").rename(tmp_path / "in" / "part-00009.parquet")
     cfg = configuration.load(
         dedup_job.DedupJobConfig,
         [
@@ -89,8 +91,7 @@ def test_near_dedup_only_job_writes_the_same_bytes_unstaged_and_whatever_the_spl
     from curation.writer import write_output
 
     texts = planted_corpus(32, "en", n_bases=20, n_singles=20)
-    write_rows(text_rows(texts), tmp_path / "in", n_files=3)
-    (tmp_path / "in" / "_manifest.json").write_text(json.dumps({"rows": len(texts), "shards": []}))
+    write_input_folder(text_rows(texts), tmp_path / "in", n_files=3)
     outputs = []
     for splits in (1, 5):
         out = tmp_path / f"out{splits}"

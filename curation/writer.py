@@ -78,13 +78,18 @@ def write_output(
     card: bool = True,
     title: str | None = None,
     stage: bool = True,
+    row_files: Sequence[str] = (),
 ) -> dict:
     """Write the folder for a frame of contract rows marked by `steps` (in pipeline order).
 
     Returns the manifest. `config` is the job's resolved configuration, recorded in the manifest.
     `stage=False` reads the marked frame itself three times instead of a staged copy: for steps
     whose own work is already materialised (what remains is a scan and a broadcast join), it
-    saves writing and reading back every row once.
+    saves writing and reading back every row once. `row_files`: Parquet files holding exactly the
+    frame's rows, unchanged (a filtering job's input shards); the kept rows' size, which sets the
+    shard count, is then their footers' uncompressed size times the kept share of rows, instead
+    of a scan of every row's content. (Fixed files, so the count still does not depend on how
+    Spark splits the work.)
     """
     writer = writer or WriterConfig()
     out = Path(output)
@@ -103,8 +108,11 @@ def write_output(
         staged = marked
 
     with log("funnel"):
-        # One scan counts every step's rejects and sizes the kept rows (for the shard count).
-        funnel, kept_bytes = _funnel_and_kept_bytes(staged, steps)
+        if row_files:
+            funnel = compute_funnel(staged, steps)
+            kept_bytes = _parquet_bytes(row_files) * funnel["kept_rows"] // max(1, funnel["input_rows"])
+        else:  # one scan counts every step's rejects and sizes the kept rows
+            funnel, kept_bytes = _funnel_and_kept_bytes(staged, steps)
         (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
 
     kept = staged.filter(F.col(REJECT).isNull()).drop(REJECT)
@@ -198,6 +206,15 @@ def _funnel_and_kept_bytes(marked: DataFrame, steps: Sequence[str], with_bytes: 
     groups = marked.groupBy(F.col(f"{REJECT}.step").alias("step"), F.col(f"{REJECT}.reason").alias("reason"))
     counts = groups.agg(F.count(F.lit(1)).alias("count"), F.sum(size).alias("bytes")).collect()
     return _funnel(counts, steps), sum(r["bytes"] or 0 for r in counts if r["step"] is None)
+
+
+def _parquet_bytes(files: Sequence[str]) -> int:
+    """Uncompressed bytes of every row group of the files, from their footers."""
+    total = 0
+    for path in files:
+        meta = pq.read_metadata(path)
+        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return total
 
 
 def _funnel(counts: list, steps: Sequence[str]) -> dict:

@@ -114,6 +114,7 @@ def _run_steps(cfg: DedupJobConfig, spark, shards: list[str], started: float) ->
         card=cfg.card,
         title="keyeforge deduplicated shards",
         stage=not set(names) <= MATERIALISED,
+        row_files=shards,  # this job only marks rows: the output rows are input rows
     )
 
 

@@ -58,7 +58,9 @@ class NearTextDedupConfig:
     fp_weight: float = 0.5
     fn_weight: float = 0.5
     # Confirm candidates: "exact" Jaccard of the shingle-hash sets >= threshold (the default, as
-    # Keye-VL confirms bucket mates), "signature" (estimated from the MinHash values) or "none".
+    # Keye-VL confirms bucket mates; the signature frame then also holds every row's shingle
+    # hashes, 4 bytes each, ~0.7x the text of word-shingled rows), "signature" (estimated from the
+    # MinHash values) or "none".
     verify: str = "exact"
     all_pairs_bucket: int = 32  # buckets up to this size give all pairs, larger ones a star + chain
     keep_by: str | None = None  # quality column (higher is kept), then the smallest id
@@ -169,8 +171,8 @@ def kept_texts(df: DataFrame) -> DataFrame:
 
 def text_signatures(df: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
     """Per kept row with text: id, keys (one long per band), and what confirms candidates
-    (`cfg.verify`): shingles (sorted unique shingle hashes, little-endian uint32) for "exact",
-    sig (num_perm little-endian uint32) for "signature"."""
+    (`cfg.verify`): shingles (every shingle hash of the row in text order, repeats included,
+    little-endian uint32) for "exact", sig (num_perm little-endian uint32) for "signature"."""
     return kept_texts(df).mapInArrow(_SignatureBatches(cfg), signature_schema(cfg))
 
 
@@ -193,7 +195,11 @@ def band_pairs(signatures: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
 
 
 class _BucketPairs:
-    """mapInArrow function over whole (band, key) buckets: the pairs `bucket_pairs` would give."""
+    """mapInArrow function over whole (band, key) buckets: the pairs `bucket_pairs` would give.
+
+    A task holds its partition's (id, band, key) rows at once (~60 bytes each: documents x bands /
+    spark.sql.shuffle.partitions rows), so large corpora want enough shuffle partitions.
+    """
 
     def __init__(self, all_pairs_bucket: int):
         self.all_pairs_bucket = all_pairs_bucket

@@ -18,6 +18,7 @@ from curation.dedup.near_text import (
     REASON,
     STEP,
     NearTextDedupConfig,
+    band_pairs,
     candidate_pairs,
     exact_jaccard,
     near_dedup_text,
@@ -259,6 +260,35 @@ def test_kept_set_is_the_same_for_1_2_8_partitions_and_equals_union_find(spark, 
             assert {(v["step"], v["reason"]) for v in rejected.values()} == {(STEP, REASON)}
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", previous)
+
+
+def test_band_pairs_follow_the_bucket_rule_across_batches_and_partitions(spark):
+    """Buckets are paired in Python per shuffle partition: the pairs must be those of the SQL
+    `bucket_pairs` rule (all pairs up to all_pairs_bucket, star + chain above), also when a bucket
+    spans several Arrow batches, a row repeats, or a pair shares several bands."""
+    big = [f"b{i:03d}" for i in range(40)]  # > all_pairs_bucket: star from the first + chain
+    small = ["s2", "s0", "s1"]  # all pairs
+    rows = [(i, [7, 5000 + n, 1000 + n]) for n, i in enumerate(big)]
+    rows += [(i, [900 + n, 9, 5]) for n, i in enumerate(small)]  # s0-s1-s2 share band 1 and band 2
+    rows += [("s0", [900, 9, 5])]  # the same row twice (exact duplicate kept by an earlier step off)
+    rows += [(f"u{n}", [2000 + n, 3000 + n, 4000 + n]) for n in range(50)]  # unique keys only
+    frame = spark.createDataFrame(rows, "id string, keys array<long>")
+    cfg = NearTextDedupConfig(all_pairs_bucket=32)
+    expected = {(big[0], b) for b in big[1:]} | set(itertools.pairwise(big))
+    expected |= {("s0", "s1"), ("s0", "s2"), ("s1", "s2")}
+    previous = {
+        k: spark.conf.get(k) for k in ("spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.shuffle.partitions")
+    }
+    try:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
+        for partitions in ("1", "3"):
+            spark.conf.set("spark.sql.shuffle.partitions", partitions)
+            got = [(r["src"], r["dst"]) for r in band_pairs(frame, cfg).collect()]
+            assert len(got) == len(set(got)), "each pair once"
+            assert set(got) == expected, partitions
+    finally:
+        for key, value in previous.items():
+            spark.conf.set(key, value)
 
 
 def test_connected_components_equal_union_find_on_long_chains_and_stars(spark):

@@ -13,6 +13,10 @@ Spark partitioning, cluster or run.
 
 The marked frame is computed once: it is staged to `_staging/` (so model scores are not
 recomputed), then shards, rejects and the funnel are all read from the staged copy.
+
+A job that only rejects rows of existing shards (jobs/dedup.py) passes them as `row_files`: its
+kept shards are then those files without the rejected rows, one per input file, in input row
+order (`filtered_copy`), equally reproducible and without shuffling every row.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curation import schema
+from curation.filtered_copy import copy_kept_shards
 from curation.steps import REJECT, with_reject_column
 
 MANIFEST = "_manifest.json"
@@ -56,6 +61,9 @@ REJECT_SCHEMA = pa.schema(
 )
 REJECT_ROW_BYTES = 256  # a reject row's size, for the rejects' shard count
 _SHARD_STATS = "shard int, path string, rows long, bytes long, sha256 string"
+_STATS_SCHEMA = pa.schema(
+    [("shard", pa.int32()), ("path", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string())]
+)
 
 
 @dataclass
@@ -85,59 +93,23 @@ def write_output(
     Returns the manifest. `config` is the job's resolved configuration, recorded in the manifest.
     `stage=False` reads the marked frame itself three times instead of a staged copy: for steps
     whose own work is already materialised (what remains is a scan and a broadcast join), it
-    saves writing and reading back every row once. `row_files`: Parquet files holding exactly the
-    frame's rows, unchanged (a filtering job's input shards); the kept rows' size, which sets the
-    shard count, is then their footers' uncompressed size times the kept share of rows, instead
-    of a scan of every row's content. (Fixed files, so the count still does not depend on how
-    Spark splits the work.)
+    saves writing and reading back every row once.
+
+    `row_files`: Parquet files holding exactly the frame's rows, unchanged (a filtering job's
+    input shards, in order). The kept shards are then those files without their rejected rows,
+    one output shard per input file (`filtered_copy`), and the marks are evaluated once, for the
+    rejects; `stage` does not apply.
     """
     writer = writer or WriterConfig()
     out = Path(output)
     prepare_folder(out)
-    spark = df.sparkSession
-
     log = _PhaseLog(out)
-    staged_path = str(out / STAGING)
     marked = with_reject_column(df).select(*schema.COLUMNS, REJECT)
-    if stage:
-        with log(f"running {' -> '.join(steps)}"):
-            marked.write.mode("overwrite").parquet(staged_path)
-        # Read the files, not the folder: Spark skips folders whose names start with "_".
-        staged = spark.read.parquet(*sorted(str(p) for p in Path(staged_path).glob("*.parquet")))
-    else:
-        staged = marked
-
-    with log("funnel"):
-        if row_files:
-            funnel = compute_funnel(staged, steps)
-            kept_bytes = _parquet_bytes(row_files) * funnel["kept_rows"] // max(1, funnel["input_rows"])
-        else:  # one scan counts every step's rejects and sizes the kept rows
-            funnel, kept_bytes = _funnel_and_kept_bytes(staged, steps)
-        (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
-
-    kept = staged.filter(F.col(REJECT).isNull()).drop(REJECT)
-    with log("shards"):
-        shards = write_shards(kept, str(out), schema.SCHEMA, writer, total_size=kept_bytes)
-
-    rejected = staged.filter(F.col(REJECT).isNotNull()).select(
-        "id",
-        "source",
-        F.col(f"{REJECT}.step").alias("step"),
-        F.col(f"{REJECT}.reason").alias("reason"),
-        F.col(f"{REJECT}.detail").alias("detail"),
-        F.get_json_object("extra", "$.origin").alias("origin"),
-    )
     (out / REJECTS).mkdir(exist_ok=True)
-    with log("rejects"):
-        n_rejected = funnel["input_rows"] - funnel["kept_rows"]
-        reject_shards = write_shards(
-            rejected,
-            str(out / REJECTS),
-            REJECT_SCHEMA,
-            writer,
-            total_size=REJECT_ROW_BYTES * n_rejected,
-            sort=("step", "reason", "id"),
-        )
+    if row_files:
+        shards, reject_shards = _write_filtered_copy(marked, out, steps, writer, row_files, log)
+    else:
+        shards, reject_shards = _write_marked(marked, out, steps, writer, stage, log)
     shutil.rmtree(out / STAGING, ignore_errors=True)
 
     manifest = {
@@ -156,6 +128,83 @@ def write_output(
             build_card(out, manifest=manifest, title=title)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
     return manifest
+
+
+def _write_marked(marked: DataFrame, out: Path, steps: Sequence[str], writer: WriterConfig, stage: bool, log):
+    """(kept shards, reject shards), every kept row hash-sharded by id (`write_shards`); writes the funnel."""
+    if stage:
+        with log(f"running {' -> '.join(steps)}"):
+            marked.write.mode("overwrite").parquet(str(out / STAGING))
+        # Read the files, not the folder: Spark skips folders whose names start with "_".
+        staged = marked.sparkSession.read.parquet(*sorted(str(p) for p in (out / STAGING).glob("*.parquet")))
+    else:
+        staged = marked
+    with log("funnel"):  # one scan counts every step's rejects and sizes the kept rows
+        funnel, kept_bytes = _funnel_and_kept_bytes(staged, steps)
+        (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
+    with log("shards"):
+        kept = staged.filter(F.col(REJECT).isNull()).drop(REJECT)
+        shards = write_shards(kept, str(out), schema.SCHEMA, writer, total_size=kept_bytes)
+    with log("rejects"):
+        reject_shards = _write_rejects(_reject_rows(staged), out, writer, funnel["input_rows"] - funnel["kept_rows"])
+    return shards, reject_shards
+
+
+def _write_filtered_copy(
+    marked: DataFrame, out: Path, steps: Sequence[str], writer: WriterConfig, row_files: Sequence[str], log
+):
+    """(kept shards, reject shards) when the kept rows are `row_files` without the rejects; writes the
+    funnel."""
+    with log("rejects"):  # the marks are evaluated here, once
+        rejected = _reject_rows(marked)
+        if marked.sparkSession.sparkContext.getCheckpointDir():
+            rejected = rejected.checkpoint(eager=True)
+        else:
+            rejected = rejected.localCheckpoint(eager=True)
+        counts = [r.asDict() for r in rejected.groupBy("step", "reason").count().collect()]
+        n_rejected = sum(r["count"] for r in counts)
+        input_rows = sum(pq.read_metadata(f).num_rows for f in row_files)
+        if n_rejected > input_rows:
+            raise ValueError(f"{n_rejected} rows rejected but the row files hold {input_rows}: not the frame's rows")
+        funnel = _funnel([*counts, {"step": None, "reason": None, "count": input_rows - n_rejected}], steps)
+        (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
+        reject_shards = _write_rejects(rejected, out, writer, n_rejected)
+    with log("shards"):
+        table_writer = _TableWriter(str(out), schema.SCHEMA, writer.row_group_rows, writer.compression)
+        stats = copy_kept_shards(marked.sparkSession, row_files, rejected.select("id"), n_rejected, table_writer)
+        if stats is None:  # exact copies among the rejects: ids cannot tell which row to drop
+            print(f"[{out}] shards: rejected ids repeat in the input; hash-sharding the kept rows", file=sys.stderr)
+            marked.filter(F.col(REJECT).isNull()).drop(REJECT).write.parquet(str(out / STAGING))
+            kept = marked.sparkSession.read.parquet(*sorted(str(p) for p in (out / STAGING).glob("*.parquet")))
+            return write_shards(kept, str(out), schema.SCHEMA, writer, total_size=_kept_bytes(kept)), reject_shards
+        shards = [_shard_entry(r) for r in stats]
+    return shards, reject_shards
+
+
+def _kept_bytes(kept: DataFrame) -> int:
+    return kept.select(F.sum(_row_size()).alias("s")).collect()[0]["s"] or 0
+
+
+def _reject_rows(marked: DataFrame) -> DataFrame:
+    return marked.filter(F.col(REJECT).isNotNull()).select(
+        "id",
+        "source",
+        F.col(f"{REJECT}.step").alias("step"),
+        F.col(f"{REJECT}.reason").alias("reason"),
+        F.col(f"{REJECT}.detail").alias("detail"),
+        F.get_json_object("extra", "$.origin").alias("origin"),
+    )
+
+
+def _write_rejects(rejected: DataFrame, out: Path, writer: WriterConfig, n_rejected: int) -> list[dict]:
+    return write_shards(
+        rejected,
+        str(out / REJECTS),
+        REJECT_SCHEMA,
+        writer,
+        total_size=REJECT_ROW_BYTES * n_rejected,
+        sort=("step", "reason", "id"),
+    )
 
 
 class _PhaseLog:
@@ -208,15 +257,6 @@ def _funnel_and_kept_bytes(marked: DataFrame, steps: Sequence[str], with_bytes: 
     return _funnel(counts, steps), sum(r["bytes"] or 0 for r in counts if r["step"] is None)
 
 
-def _parquet_bytes(files: Sequence[str]) -> int:
-    """Uncompressed bytes of every row group of the files, from their footers."""
-    total = 0
-    for path in files:
-        meta = pq.read_metadata(path)
-        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    return total
-
-
 def _funnel(counts: list, steps: Sequence[str]) -> dict:
     total = sum(r["count"] for r in counts)
     by_step: dict[str, dict[str, int]] = {}
@@ -253,15 +293,11 @@ def write_shards(
     # tasks write several shards one after another while others had none.
     keyed = df.withColumn("_shard", F.pmod(F.hash("id"), F.lit(n_shards)).cast("int"))
     keyed = keyed.repartition(n_shards, "id").sortWithinPartitions("_shard", *sort)
-    job = _ShardJob(folder, arrow_schema, writer.row_group_rows, writer.compression)
-    stats = keyed.mapInArrow(job, _SHARD_STATS).collect()
+    write_table = _TableWriter(folder, arrow_schema, writer.row_group_rows, writer.compression)
+    stats = [r.asDict() for r in keyed.mapInArrow(_ShardJob(write_table), _SHARD_STATS).collect()]
     if not stats:  # nothing kept: still one (empty) shard, so readers find the schema
-        empty = pa.RecordBatch.from_pylist([], schema=arrow_schema.append(pa.field("_shard", pa.int32())))
-        stats = [job._write(0, [empty]).to_pylist()[0]]
-    return [
-        {"path": Path(r["path"]).name, "rows": r["rows"], "bytes": r["bytes"], "sha256": r["sha256"]}
-        for r in sorted(stats, key=lambda r: r["shard"])
-    ]
+        stats = write_table(0, arrow_schema.empty_table()).to_pylist()
+    return [_shard_entry(r) for r in sorted(stats, key=lambda r: r["shard"])]
 
 
 def _row_size():
@@ -290,14 +326,42 @@ def _row_size():
     return image_bytes + frame_bytes + message_bytes + F.lit(128)
 
 
-class _ShardJob:
-    """Runs on executors: receives rows sorted by (_shard, sort keys), writes one file per shard."""
+class _TableWriter:
+    """Writes one shard file from an Arrow table with the fixed settings that make its bytes
+    reproducible; returns its stats as a one-row batch (_SHARD_STATS)."""
 
     def __init__(self, folder: str, arrow_schema: pa.Schema, row_group_rows: int, compression: str):
         self.folder = folder
         self.schema = arrow_schema
         self.row_group_rows = row_group_rows
         self.compression = compression
+
+    def __call__(self, shard: int, table: pa.Table) -> pa.RecordBatch:
+        table = table.select(self.schema.names).cast(self.schema)
+        path = os.path.join(self.folder, f"part-{shard:05d}.parquet")
+        tmp = os.path.join(self.folder, f".part-{shard:05d}.parquet.tmp")
+        pq.write_table(
+            table,
+            tmp,
+            row_group_size=self.row_group_rows,
+            compression=self.compression,
+            use_dictionary=False,
+            write_statistics=True,
+        )
+        os.replace(tmp, path)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        stats = {"shard": shard, "path": path, "rows": table.num_rows, "bytes": os.path.getsize(path)}
+        return pa.RecordBatch.from_pylist([{**stats, "sha256": digest.hexdigest()}], schema=_STATS_SCHEMA)
+
+
+class _ShardJob:
+    """Runs on executors: receives rows sorted by (_shard, sort keys), writes one file per shard."""
+
+    def __init__(self, write_table: _TableWriter):
+        self.write_table = write_table
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         current, pending = None, []
@@ -316,42 +380,12 @@ class _ShardJob:
             yield self._write(current, pending)
 
     def _write(self, shard: int, batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-        table = pa.Table.from_batches(batches).drop_columns(["_shard"])
-        table = table.select(self.schema.names).cast(self.schema)
-        path = os.path.join(self.folder, f"part-{shard:05d}.parquet")
-        tmp = os.path.join(self.folder, f".part-{shard:05d}.parquet.tmp")
-        pq.write_table(
-            table,
-            tmp,
-            row_group_size=self.row_group_rows,
-            compression=self.compression,
-            use_dictionary=False,
-            write_statistics=True,
-        )
-        os.replace(tmp, path)
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        stats = {
-            "shard": [shard],
-            "path": [path],
-            "rows": [table.num_rows],
-            "bytes": [os.path.getsize(path)],
-            "sha256": [digest.hexdigest()],
-        }
-        return pa.RecordBatch.from_pydict(
-            stats,
-            schema=pa.schema(
-                [
-                    ("shard", pa.int32()),
-                    ("path", pa.string()),
-                    ("rows", pa.int64()),
-                    ("bytes", pa.int64()),
-                    ("sha256", pa.string()),
-                ]
-            ),
-        )
+        return self.write_table(shard, pa.Table.from_batches(batches).drop_columns(["_shard"]))
+
+
+def _shard_entry(stats: dict) -> dict:
+    """A shard's manifest entry from its writer stats."""
+    return {"path": Path(stats["path"]).name, "rows": stats["rows"], "bytes": stats["bytes"], "sha256": stats["sha256"]}
 
 
 def code_version() -> str:
@@ -365,7 +399,11 @@ def code_version() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""

@@ -8,7 +8,8 @@
 Steps, in order, each switchable with `<step>.enabled=false`: exact_dedup (same content id),
 near_dedup (MinHash-LSH text near-duplicates), image_dedup (same pixels / pHash), decontam
 (benchmark overlaps; runs when decontam.benchmarks lists any). The output folder has the usual
-shards, `_rejects/`, `_funnel.json`, card and `_manifest.json` (written last).
+`_rejects/`, `_funnel.json`, card and `_manifest.json` (written last); its shards are the input
+shards without their rejected rows, one output shard per input shard, rows in input order.
 """
 
 from __future__ import annotations
@@ -51,10 +52,6 @@ class DedupJobConfig:
     writer: WriterConfig = field(default_factory=WriterConfig)
     card: bool = True
 
-
-# Steps that materialise their own work (image hashes, signatures, verdicts are checkpointed): what
-# is left of them is a scan and a broadcast join, cheaper to repeat than staging a copy of every row.
-MATERIALISED = {"near_dedup", "image_dedup"}
 
 # (config field = step name, step function) in pipeline order.
 STEPS = [
@@ -113,8 +110,8 @@ def _run_steps(cfg: DedupJobConfig, spark, shards: list[str], started: float) ->
         cfg.writer,
         card=cfg.card,
         title="keyeforge deduplicated shards",
-        stage=not set(names) <= MATERIALISED,
-        row_files=shards,  # this job only marks rows: the output rows are input rows
+        # The steps only mark rows: the kept shards are the input shards without their rejects.
+        row_files=shards,
     )
 
 

@@ -84,14 +84,16 @@ def test_job_refuses_a_folder_without_manifest_and_unknown_keys(tmp_path):
         configuration.load(dedup_job.DedupJobConfig, ["near_dedup.treshold=0.5"])
 
 
-def test_near_dedup_only_job_writes_the_same_bytes_unstaged_and_whatever_the_splits(spark, tmp_path):
-    """With only materialised steps the job skips the staged copy: its shards must be exactly those
-    of a staged write of the same marks, for any number of input splits."""
+def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_splits(spark, tmp_path):
+    """The job only rejects rows, so its kept shards are copies of the input shards without the
+    rejected rows: one per input shard, rows in input order, the same bytes for any number of input
+    splits; its rejects and funnel equal those of the general writer given the same marks."""
     from curation.dedup import NearTextDedupConfig, near_dedup_text
     from curation.writer import write_output
 
     texts = planted_corpus(32, "en", n_bases=20, n_singles=20)
     write_input_folder(text_rows(texts), tmp_path / "in", n_files=3)
+    inputs = sorted((tmp_path / "in").glob("part-*.parquet"))
     outputs = []
     for splits in (1, 5):
         out = tmp_path / f"out{splits}"
@@ -107,15 +109,25 @@ def test_near_dedup_only_job_writes_the_same_bytes_unstaged_and_whatever_the_spl
                 "card=false",
             ],
         )
-        manifest = dedup_job.run(cfg, spark)
+        outputs.append(dedup_job.run(cfg, spark))
         assert not (out / "_staging").exists()
-        outputs.append(manifest)
-    df = spark.read.parquet(str(tmp_path / "in" / "part-*.parquet"))
+    first, second = outputs
+    assert [s["sha256"] for s in first["shards"]] == [s["sha256"] for s in second["shards"]]
+    assert [s["sha256"] for s in first["rejects"]["shards"]] == [s["sha256"] for s in second["rejects"]["shards"]]
+
+    rejected = set(pq.read_table(tmp_path / "out1" / "_rejects").column("id").to_pylist())
+    assert 0 < len(rejected) < len(texts)
+    assert [s["path"] for s in first["shards"]] == [f.name for f in inputs]
+    for entry, source in zip(first["shards"], inputs):
+        expected = [r for r in pq.read_table(source).to_pylist() if r["id"] not in rejected]
+        assert pq.read_table(tmp_path / "out1" / entry["path"]).to_pylist() == expected
+        assert entry["rows"] == len(expected)
+
+    # The general (hash-sharding) writer over the same marks: the same rejects and funnel.
+    df = spark.read.parquet(*map(str, inputs))
     marked = near_dedup_text(df, NearTextDedupConfig(threshold=0.7))
-    staged = write_output(marked, str(tmp_path / "staged"), ["near_dedup"], {}, card=False, stage=True)
-    assert manifest["rejects"]["rows"] > 0
-    for manifest in outputs:
-        assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in staged["shards"]]
-        assert [s["sha256"] for s in manifest["rejects"]["shards"]] == [
-            s["sha256"] for s in staged["rejects"]["shards"]
-        ]
+    general = write_output(marked, str(tmp_path / "general"), ["near_dedup"], {}, card=False)
+    assert [s["sha256"] for s in first["rejects"]["shards"]] == [s["sha256"] for s in general["rejects"]["shards"]]
+    funnel = json.loads((tmp_path / "out1" / "_funnel.json").read_text())
+    assert funnel == json.loads((tmp_path / "general" / "_funnel.json").read_text())
+    assert funnel["input_rows"] == len(texts) == funnel["kept_rows"] + len(rejected)

@@ -178,6 +178,10 @@ def _write_filtered_copy(
             kept = marked.sparkSession.read.parquet(*sorted(str(p) for p in (out / STAGING).glob("*.parquet")))
             return write_shards(kept, str(out), schema.SCHEMA, writer, total_size=_kept_bytes(kept)), reject_shards
         shards = [_shard_entry(r) for r in stats]
+    if sum(s["rows"] for s in shards) != funnel["kept_rows"]:  # a row lost or kept twice: never write that
+        raise RuntimeError(
+            f"the copied shards hold {sum(s['rows'] for s in shards)} rows, the funnel keeps {funnel['kept_rows']}"
+        )
     return shards, reject_shards
 
 

@@ -185,18 +185,14 @@ def _sha1_shingles(spans: TokenSpans, first: np.ndarray, width: np.ndarray) -> n
 # --- signatures ---------------------------------------------------------------------------------
 
 
-def flat_signatures(
-    hashes: np.ndarray, per_doc: np.ndarray, perms: Permutations, max_cells: int | None = None
-) -> np.ndarray:
+def flat_signatures(hashes: np.ndarray, per_doc: np.ndarray, perms: Permutations) -> np.ndarray:
     """Signatures of many documents at once: a uint32 array of shape (documents, num_perm).
 
     `hashes` holds every document's shingle hashes one document after the other, `per_doc[i]`
     of them for document i. One compiled loop permutes each hash and keeps the running minimum in
     the document's signature row: no (shingle x permutation) array is ever built. A document
     without shingles gets the all-EMPTY signature, as an unfed datasketch MinHash has.
-    `max_cells` is accepted for callers of the former chunked numpy version and has no effect.
     """
-    del max_cells
     per_doc = np.ascontiguousarray(per_doc, dtype=np.int64)
     hashes = np.ascontiguousarray(hashes, dtype=np.uint32)
     if int(per_doc.sum()) != len(hashes):

@@ -119,7 +119,7 @@ def test_token_hash_of_a_shingle_is_a_function_of_its_text_alone():
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])
 def test_permutation_kernel_equals_datasketch_on_raw_hash_values(scheme):
     """Random 32-bit values, values at the ends of the range, repeats, one-value and empty
-    documents, and chunk boundaries in the middle of the batch."""
+    documents in one batch (block boundaries inside a document: test_minhash_kernels)."""
     rng = np.random.default_rng(11)
     extremes = np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1], dtype=np.uint32)
     docs = [rng.integers(0, 2**32, rng.integers(1, 400), dtype=np.uint32) for _ in range(60)]
@@ -128,7 +128,6 @@ def test_permutation_kernel_equals_datasketch_on_raw_hash_values(scheme):
     perms = minhash.permutations(128, 5, scheme)
     flat, per_doc = np.concatenate(docs), np.array([len(d) for d in docs])
     ours = minhash.flat_signatures(flat, per_doc, perms)
-    assert np.array_equal(minhash.flat_signatures(flat, per_doc, perms, max_cells=1000), ours)
     for values, sig in zip(docs, ours):
         theirs = MinHash(num_perm=128, seed=5, scheme=scheme, hashfunc=int)
         theirs.update_batch(values.tolist())

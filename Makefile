@@ -20,7 +20,8 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 # right after the archive is made already maps it).
 CDS_ARCHIVE := $(abspath .spark-cds/spark.jsa)
 SPARK_LOG_OPTS := -Dlog4j2.configurationFile=$(abspath configs/spark/log4j2.properties)
-export SPARK_SUBMIT_OPTS = $(SPARK_LOG_OPTS) $(if $(wildcard $(CDS_ARCHIVE)),-XX:SharedArchiveFile=$(CDS_ARCHIVE) -Xlog:cds=off -Xlog:cds+dynamic=off)
+USER_SUBMIT_OPTS := $(SPARK_SUBMIT_OPTS)
+export SPARK_SUBMIT_OPTS = $(SPARK_LOG_OPTS) $(if $(wildcard $(CDS_ARCHIVE)),-XX:SharedArchiveFile=$(CDS_ARCHIVE) -Xlog:cds=off -Xlog:cds+dynamic=off) $(USER_SUBMIT_OPTS)
 
 .PHONY: setup system-packages spark-cds demo test test-paddle test-all clean
 

@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from curation.spark import checkpoint
+
 BROADCAST_IDS = 2_000_000  # rejected ids up to this many are shipped to every task of the id scan
 
 
@@ -47,7 +49,7 @@ def copy_kept_shards(
     ids = spark.read.schema("id string").parquet(*files)
     ids = ids.select(F.element_at(F.split(F.input_file_name(), "/"), -1).alias("name"), "id")
     drop_ids = F.broadcast(rejected_ids) if n_rejected <= BROADCAST_IDS else rejected_ids
-    gone = ids.join(drop_ids, "id", "left_semi").localCheckpoint(eager=True)
+    gone = checkpoint(ids.join(drop_ids, "id", "left_semi"))
     if gone.count() != n_rejected:
         return None
     dropped = gone.groupBy("name").agg(F.collect_list("id").alias("drop"))

@@ -54,3 +54,10 @@ def rows_frame(spark: SparkSession, rows) -> DataFrame:
 
     table = schema.rows_to_table(rows)
     return spark.createDataFrame(table, schema=from_arrow_schema(schema.SCHEMA))
+
+
+def checkpoint(df: DataFrame) -> DataFrame:
+    """Materialise and cut the lineage: the checkpoint directory if the job set one, else local."""
+    if df.sparkSession.sparkContext.getCheckpointDir():
+        return df.checkpoint(eager=True)
+    return df.localCheckpoint(eager=True)

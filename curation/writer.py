@@ -41,6 +41,7 @@ from pyspark.sql import functions as F
 
 from curation import schema
 from curation.filtered_copy import copy_kept_shards
+from curation.spark import checkpoint
 from curation.steps import REJECT, with_reject_column
 
 MANIFEST = "_manifest.json"
@@ -156,11 +157,7 @@ def _write_filtered_copy(
     """(kept shards, reject shards) when the kept rows are `row_files` without the rejects; writes the
     funnel."""
     with log("rejects"):  # the marks are evaluated here, once
-        rejected = _reject_rows(marked)
-        if marked.sparkSession.sparkContext.getCheckpointDir():
-            rejected = rejected.checkpoint(eager=True)
-        else:
-            rejected = rejected.localCheckpoint(eager=True)
+        rejected = checkpoint(_reject_rows(marked))
         counts = [r.asDict() for r in rejected.groupBy("step", "reason").count().collect()]
         n_rejected = sum(r["count"] for r in counts)
         input_rows = sum(pq.read_metadata(f).num_rows for f in row_files)

@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from curation.spark import checkpoint
 from curation.steps import is_kept, reject_where
 
 log = logging.getLogger(__name__)
@@ -138,13 +139,6 @@ class Progress:
         now = time.perf_counter()
         print(f"{self.step}: {what} in {now - self.last:.1f}s", file=sys.stderr, flush=True)
         self.last = now
-
-
-def checkpoint(df: DataFrame) -> DataFrame:
-    """Materialise and cut the lineage: the checkpoint directory if the job set one, else local."""
-    if df.sparkSession.sparkContext.getCheckpointDir():
-        return df.checkpoint(eager=True)
-    return df.localCheckpoint(eager=True)
 
 
 BROADCAST_ROWS = 2_000_000  # id lists up to this size are shipped to every task (~100 MB)

@@ -23,11 +23,11 @@ from curation.dedup import image_hash
 from curation.dedup.components import (
     LAST_ROUNDS,
     Progress,
-    checkpoint,
     connected_components,
     reject_duplicates,
 )
 from curation.dedup.near_text import bucket_pairs
+from curation.spark import checkpoint
 from curation.steps import is_kept, with_reject_column
 
 STEP = "image_dedup"

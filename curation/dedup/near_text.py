@@ -27,12 +27,12 @@ from curation.dedup import lsh, minhash
 from curation.dedup.components import (
     LAST_ROUNDS,
     Progress,
-    checkpoint,
     connected_components,
     reject_duplicates,
     small_side,
 )
 from curation.dedup.shingles import token_spans
+from curation.spark import checkpoint
 from curation.steps import is_kept, with_reject_column
 
 STEP = "near_dedup"

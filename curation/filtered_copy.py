@@ -23,9 +23,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from curation.spark import checkpoint
-
-BROADCAST_IDS = 2_000_000  # rejected ids up to this many are shipped to every task of the id scan
+from curation.spark import checkpoint, small_side
 
 
 def copy_kept_shards(
@@ -48,8 +46,7 @@ def copy_kept_shards(
         raise ValueError("the input shards of a filtered copy need distinct file names")
     ids = spark.read.schema("id string").parquet(*files)
     ids = ids.select(F.element_at(F.split(F.input_file_name(), "/"), -1).alias("name"), "id")
-    drop_ids = F.broadcast(rejected_ids) if n_rejected <= BROADCAST_IDS else rejected_ids
-    gone = checkpoint(ids.join(drop_ids, "id", "left_semi"))
+    gone = checkpoint(ids.join(small_side(rejected_ids, n_rejected), "id", "left_semi"))
     if gone.count() != n_rejected:
         return None
     dropped = gone.groupBy("name").agg(F.collect_list("id").alias("drop"))
@@ -59,7 +56,7 @@ def copy_kept_shards(
     tasks = shards.join(dropped, "name", "left").select("shard", "path", "drop")
     # One shard per task where the cores allow it: a range of shard numbers per partition.
     tasks = tasks.repartitionByRange(len(files), "shard")
-    stats = tasks.mapInArrow(_CopyShards(write_table), "shard int, path string, rows long, bytes long, sha256 string")
+    stats = tasks.mapInArrow(_CopyShards(write_table), write_table.stats_schema)
     found = sorted((r.asDict() for r in stats.collect()), key=lambda r: r["shard"])
     if [r["shard"] for r in found] != list(range(len(files))):
         raise RuntimeError(f"filtered copy wrote {len(found)} of {len(files)} shards")

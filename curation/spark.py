@@ -10,6 +10,7 @@ import os
 import sys
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 DEFAULT_CONF = {
     # Arrow batches between the JVM and Python workers, reused workers so that models load once.
@@ -61,3 +62,13 @@ def checkpoint(df: DataFrame) -> DataFrame:
     if df.sparkSession.sparkContext.getCheckpointDir():
         return df.checkpoint(eager=True)
     return df.localCheckpoint(eager=True)
+
+
+BROADCAST_ROWS = 2_000_000  # id lists up to this size are shipped to every task (~100 MB)
+
+
+def small_side(df: DataFrame, rows: int | None = None) -> DataFrame:
+    """`df` with a broadcast hint when it is small enough (`rows`, counted when not given), so
+    joining it to the full rows does not shuffle them (Spark cannot size a checkpointed frame
+    itself and would sort-merge join)."""
+    return F.broadcast(df) if (df.count() if rows is None else rows) <= BROADCAST_ROWS else df

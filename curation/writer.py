@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from curation import schema
 from curation.filtered_copy import copy_kept_shards
@@ -61,10 +62,11 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 REJECT_ROW_BYTES = 256  # a reject row's size, for the rejects' shard count
-_SHARD_STATS = "shard int, path string, rows long, bytes long, sha256 string"
+# What a shard writer returns for each file it wrote (Arrow, and as Spark sees it).
 _STATS_SCHEMA = pa.schema(
     [("shard", pa.int32()), ("path", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()), ("sha256", pa.string())]
 )
+_SHARD_STATS = from_arrow_schema(_STATS_SCHEMA)
 
 
 @dataclass
@@ -135,9 +137,7 @@ def _write_marked(marked: DataFrame, out: Path, steps: Sequence[str], writer: Wr
     """(kept shards, reject shards), every kept row hash-sharded by id (`write_shards`); writes the funnel."""
     if stage:
         with log(f"running {' -> '.join(steps)}"):
-            marked.write.mode("overwrite").parquet(str(out / STAGING))
-        # Read the files, not the folder: Spark skips folders whose names start with "_".
-        staged = marked.sparkSession.read.parquet(*sorted(str(p) for p in (out / STAGING).glob("*.parquet")))
+            staged = _stage(marked, out)
     else:
         staged = marked
     with log("funnel"):  # one scan counts every step's rejects and sizes the kept rows
@@ -171,8 +171,7 @@ def _write_filtered_copy(
         stats = copy_kept_shards(marked.sparkSession, row_files, rejected.select("id"), n_rejected, table_writer)
         if stats is None:  # exact copies among the rejects: ids cannot tell which row to drop
             print(f"[{out}] shards: rejected ids repeat in the input; hash-sharding the kept rows", file=sys.stderr)
-            marked.filter(F.col(REJECT).isNull()).drop(REJECT).write.parquet(str(out / STAGING))
-            kept = marked.sparkSession.read.parquet(*sorted(str(p) for p in (out / STAGING).glob("*.parquet")))
+            kept = _stage(marked.filter(F.col(REJECT).isNull()).drop(REJECT), out)
             return write_shards(kept, str(out), schema.SCHEMA, writer, total_size=_kept_bytes(kept)), reject_shards
         shards = [_shard_entry(r) for r in stats]
     if sum(s["rows"] for s in shards) != funnel["kept_rows"]:  # a row lost or kept twice: never write that
@@ -180,6 +179,13 @@ def _write_filtered_copy(
             f"the copied shards hold {sum(s['rows'] for s in shards)} rows, the funnel keeps {funnel['kept_rows']}"
         )
     return shards, reject_shards
+
+
+def _stage(df: DataFrame, out: Path) -> DataFrame:
+    """`df` written to `out/_staging/` and read back: later readers do not recompute it."""
+    df.write.mode("overwrite").parquet(str(out / STAGING))
+    # Read the files, not the folder: Spark skips folders whose names start with "_".
+    return df.sparkSession.read.parquet(*sorted(str(p) for p in (out / STAGING).glob("*.parquet")))
 
 
 def _kept_bytes(kept: DataFrame) -> int:
@@ -329,7 +335,9 @@ def _row_size():
 
 class _TableWriter:
     """Writes one shard file from an Arrow table with the fixed settings that make its bytes
-    reproducible; returns its stats as a one-row batch (_SHARD_STATS)."""
+    reproducible; returns its stats as a one-row batch (`stats_schema`)."""
+
+    stats_schema = _SHARD_STATS
 
     def __init__(self, folder: str, arrow_schema: pa.Schema, row_group_rows: int, compression: str):
         self.folder = folder

@@ -22,7 +22,7 @@ _EXPORTS = {
     "near_dedup_text": "near_text",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["DecontamConfig", "ImageDedupConfig", "NearTextDedupConfig", "decontaminate", "image_dedup", "near_dedup_text"]
 
 
 def __getattr__(name: str):

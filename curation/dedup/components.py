@@ -26,7 +26,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from curation.spark import checkpoint
+from curation.spark import checkpoint, small_side
 from curation.steps import is_kept, reject_where
 
 log = logging.getLogger(__name__)
@@ -139,15 +139,6 @@ class Progress:
         now = time.perf_counter()
         print(f"{self.step}: {what} in {now - self.last:.1f}s", file=sys.stderr, flush=True)
         self.last = now
-
-
-BROADCAST_ROWS = 2_000_000  # id lists up to this size are shipped to every task (~100 MB)
-
-
-def small_side(df: DataFrame) -> DataFrame:
-    """`df` with a broadcast hint when it is small enough, so joining it to the full rows does not
-    shuffle them (Spark cannot size a checkpointed frame itself and would sort-merge join)."""
-    return F.broadcast(df) if df.count() <= BROADCAST_ROWS else df
 
 
 def reject_duplicates(

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from curation.dedup import kernels
-from curation.dedup.shingles import TokenSpans, shingle_layout
+from curation.dedup.shingles import TokenSpans, shingle_layout, shingles_per_doc
 
 Scheme = Literal["affine32", "legacy"]
 EMPTY = np.uint32(0xFFFFFFFF)  # the signature value of a document without shingles
@@ -147,9 +147,8 @@ def batch_shingle_hashes(spans: TokenSpans, hash_name: str = "token") -> tuple[n
     A document's shingles may repeat (the minimum and the set of hashes are the same).
     """
     if hash_name == "token":
-        # The kernel walks each document's tokens itself: only the shingle counts (as
-        # `shingle_layout` gives them) are needed here.
-        per_doc = np.where(spans.counts > 0, np.maximum(spans.counts - spans.ngram, 0) + 1, 0)
+        # The kernel walks each document's tokens itself: only the shingle counts are needed here.
+        per_doc = shingles_per_doc(spans.counts, spans.ngram)
         return _token_shingles(spans, per_doc), per_doc
     if hash_name == "sha1":
         first, width, per_doc = shingle_layout(spans.counts, spans.ngram)

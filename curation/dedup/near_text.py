@@ -29,10 +29,9 @@ from curation.dedup.components import (
     Progress,
     connected_components,
     reject_duplicates,
-    small_side,
 )
 from curation.dedup.shingles import token_spans
-from curation.spark import checkpoint
+from curation.spark import checkpoint, small_side
 from curation.steps import is_kept, with_reject_column
 
 STEP = "near_dedup"

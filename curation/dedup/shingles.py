@@ -136,6 +136,11 @@ def token_spans(
     return TokenSpans(data, starts, ends, counts, ngram)
 
 
+def shingles_per_doc(counts: np.ndarray, ngram: np.ndarray) -> np.ndarray:
+    """Shingles of each document: c - n + 1 for c >= n tokens, 1 for 0 < c < n, 0 without tokens."""
+    return np.where(counts > 0, np.maximum(counts - ngram, 0) + 1, 0)
+
+
 def shingle_layout(counts: np.ndarray, ngram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(first token, width, shingles per document) of every shingle, in document order.
 
@@ -144,7 +149,7 @@ def shingle_layout(counts: np.ndarray, ngram: np.ndarray) -> tuple[np.ndarray, n
     """
     n_tokens = int(counts.sum())
     doc_first = np.cumsum(counts) - counts
-    per_doc = np.where(counts > 0, np.maximum(counts - ngram, 0) + 1, 0)
+    per_doc = shingles_per_doc(counts, ngram)
     # Position of each token inside its document, and the last position a shingle may start at.
     position = np.arange(n_tokens, dtype=np.int64) - np.repeat(doc_first, counts)
     first = np.flatnonzero(position <= np.repeat(per_doc - 1, counts))

@@ -95,11 +95,13 @@ def _run_steps(cfg: DedupJobConfig, spark, shards: list[str], started: float) ->
     # streaming metadata under a pattern). They hold exactly the contract's columns: giving the
     # schema skips a job reading every footer.
     df = spark.read.schema(from_arrow_schema(schema.SCHEMA)).parquet(*shards)
+    # Near-dedup may read the texts from the shards itself (when it is the first step to run).
+    step_args = {"near_dedup": {"source_files": shards}}
     names = []
     for name, step in STEPS:
         step_cfg = getattr(cfg, name)
         if step_cfg.enabled and not (name == "decontam" and not step_cfg.benchmarks):
-            df = step(df, step_cfg)
+            df = step(df, step_cfg, **step_args.get(name, {}))
             names.append(name)
             print(f"dedup: {name} planned ({time.time() - started:.1f}s)", flush=True)
     return write_output(

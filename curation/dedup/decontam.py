@@ -19,16 +19,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curation.dedup import image_hash
 from curation.dedup.benchmarks import BenchmarkConfig, BenchmarkItem, load_benchmark
-from curation.dedup.near_text import row_text
+from curation.row_text import row_text
 from curation.steps import is_kept, reject_where, with_reject_column
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,8 @@ class _PhashMatcher:
         self.positions = image_hash.band_positions(cfg.bands, cfg.bits_per_band, cfg.seed)
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import pandas as pd  # in the workers only: a driver planning the steps does not load pandas
+
         for batch in batches:
             ids, details = [], []
             for row_id, images in zip(batch["id"], batch["images"]):
@@ -145,6 +150,8 @@ class _ClipMatcher:
         self.image_emb, self.image_item, self.text_emb = image_emb, image_item, text_emb
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import pandas as pd  # in the workers only: a driver planning the steps does not load pandas
+
         from curation.clip_filter import load_clip
 
         model = load_clip(self.clip_cfg)

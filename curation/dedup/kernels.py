@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from curation.dedup.minhash import LENGTH, MULT, START, P
+
 # --- token spans --------------------------------------------------------------------------------
 
 # Which bytes belong to tokens. In ASCII text `\w` is exactly [A-Za-z0-9_]; bytes >= 0x80 occur only
@@ -95,8 +97,6 @@ def _grown(a, used, size):
 
 # Token hash: poly = sum_j byte_j * P^j mod 2^64, then MurmurHash3's 64-bit finaliser over poly plus
 # length * LENGTH, top 32 bits (`minhash.token_hash32` is the plain-Python definition).
-P = np.uint64(0xA0761D6478BD642F)  # the polynomial's base: odd, so every power of it is odd too
-LENGTH = np.uint64(0xE7037ED1A0B428DB)  # separates tokens that differ only by trailing zero bytes
 FMIX64_1 = np.uint64(0xFF51AFD7ED558CCD)
 FMIX64_2 = np.uint64(0xC4CEB9FE1A85EC53)
 _POWERS = np.array([pow(int(P), k, 1 << 64) for k in range(8)], dtype=np.uint64)  # P^0 .. P^7
@@ -175,8 +175,6 @@ def token_hashes(data, starts, ends):
 
 # A shingle's hash folds its tokens' hashes: h = START; h = (rotl(h, 5) ^ t) * MULT (mod 2^32) per
 # token; then fmix32(h ^ w) for w tokens (`minhash.shingle_hash32` is the definition).
-START = np.uint32(0x9747B28C)
-MULT = np.uint32(0x9E3779B1)  # odd: a bijection mod 2^32
 FMIX32_1 = np.uint32(0x85EBCA6B)
 FMIX32_2 = np.uint32(0xC2B2AE35)
 
@@ -301,3 +299,46 @@ def signatures_legacy(hashes, per_doc, a, b, out):
                     m = min(m, np.uint32(r & _LOW32))
                 out[d, j] = m
         pos = end
+
+
+# --- exact Jaccard of candidate pairs -----------------------------------------------------------
+
+
+@njit(cache=True)
+def _sorted_unique(values):
+    """The distinct values of a small array, sorted (a copy)."""
+    s = np.sort(values)
+    n = 0
+    for i in range(len(s)):
+        if i == 0 or s[i] != s[n - 1]:
+            s[n] = s[i]
+            n += 1
+    return s[:n]
+
+
+@njit(cache=True)
+def pair_jaccard(a_values, a_offsets, b_values, b_offsets):
+    """Jaccard similarity of the value sets of row i of a and row i of b, for every row: each row's
+    values (with repeats, any order) are sorted and made unique, then counted against each other
+    in one merge. A row pair without values has similarity 0."""
+    rows = len(a_offsets) - 1
+    out = np.zeros(rows, dtype=np.float64)
+    for i in range(rows):
+        x = _sorted_unique(a_values[a_offsets[i] : a_offsets[i + 1]])
+        y = _sorted_unique(b_values[b_offsets[i] : b_offsets[i + 1]])
+        p = 0
+        q = 0
+        both = 0
+        while p < len(x) and q < len(y):
+            if x[p] == y[q]:
+                both += 1
+                p += 1
+                q += 1
+            elif x[p] < y[q]:
+                p += 1
+            else:
+                q += 1
+        union = len(x) + len(y) - both
+        if union > 0:
+            out[i] = both / union
+    return out

@@ -29,7 +29,6 @@ from typing import Literal
 
 import numpy as np
 
-from curation.dedup import kernels
 from curation.dedup.shingles import TokenSpans, shingle_layout, shingles_per_doc
 
 Scheme = Literal["affine32", "legacy"]
@@ -68,15 +67,25 @@ def permutations(num_perm: int = 128, seed: int = 1, scheme: Scheme = "affine32"
 # --- shingle hashes -----------------------------------------------------------------------------
 
 
+def _kernels():
+    """The compiled kernels, imported on first use: a driver that only plans the Spark jobs never
+    loads numba (~0.4 s)."""
+    from curation.dedup import kernels
+
+    return kernels
+
+
 def sha1_hash32(data: bytes) -> int:
     """datasketch's default hash: the first 4 bytes of SHA-1, little endian."""
     return int.from_bytes(hashlib.sha1(data).digest()[:4], "little")
 
 
 # Token hash: poly = sum_j byte_j * P^j mod 2^64, then MurmurHash3's 64-bit finaliser over poly plus
-# the length, top 32 bits. `kernels.token_hashes` computes it for every token of a batch.
-_P = int(kernels.P)
-_LENGTH = int(kernels.LENGTH)
+# length * LENGTH, top 32 bits. `kernels.token_hashes` computes it for every token of a batch.
+P = np.uint64(0xA0761D6478BD642F)  # the polynomial's base: odd, so every power of it is odd too
+LENGTH = np.uint64(0xE7037ED1A0B428DB)  # separates tokens that differ only by trailing zero bytes
+_P = int(P)
+_LENGTH = int(LENGTH)
 _M64 = (1 << 64) - 1
 
 
@@ -97,7 +106,7 @@ def token_hash32(token: bytes) -> int:
 
 def token_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """`token_hash32` of every span `data[starts[i]:ends[i]]` (uint32)."""
-    return kernels.token_hashes(
+    return _kernels().token_hashes(
         np.ascontiguousarray(data, dtype=np.uint8),
         np.ascontiguousarray(starts, dtype=np.int64),
         np.ascontiguousarray(ends, dtype=np.int64),
@@ -107,8 +116,12 @@ def token_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.n
 # The reference shingle hash, with numpy uint32 arithmetic (wrapping: mod 2^32);
 # `kernels.shingle_hashes` computes it for every shingle of a batch.
 _ROTATE = np.uint32(5)
-_MULT = kernels.MULT
-_START = kernels.START
+# A shingle's hash folds its tokens' hashes: h = START; h = (rotl(h, 5) ^ t) * MULT per token, then
+# fmix32(h ^ number of tokens).
+START = np.uint32(0x9747B28C)
+MULT = np.uint32(0x9E3779B1)  # odd: a bijection mod 2^32
+_MULT = MULT
+_START = START
 
 
 def _combine_step(h: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -160,7 +173,7 @@ def _token_shingles(spans: TokenSpans, per_doc: np.ndarray) -> np.ndarray:
     t = token_hashes(spans.data, spans.starts, spans.ends)
     counts = np.ascontiguousarray(spans.counts, dtype=np.int64)
     ngram = np.ascontiguousarray(spans.ngram, dtype=np.int64)
-    return kernels.shingle_hashes(t, counts, ngram, int(per_doc.sum()))
+    return _kernels().shingle_hashes(t, counts, ngram, int(per_doc.sum()))
 
 
 def _sha1_shingles(spans: TokenSpans, first: np.ndarray, width: np.ndarray) -> np.ndarray:
@@ -198,9 +211,9 @@ def flat_signatures(hashes: np.ndarray, per_doc: np.ndarray, perms: Permutations
         raise ValueError(f"per_doc sums to {int(per_doc.sum())} hashes; got {len(hashes)}")
     out = np.full((len(per_doc), perms.num_perm), EMPTY, dtype=np.uint32)
     if perms.scheme == "affine32":
-        kernels.signatures_affine32(hashes, per_doc, perms.a, perms.b, out)
+        _kernels().signatures_affine32(hashes, per_doc, perms.a, perms.b, out)
     else:
-        kernels.signatures_legacy(hashes, per_doc, perms.a, perms.b, out)
+        _kernels().signatures_legacy(hashes, per_doc, perms.a, perms.b, out)
     return out
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -29,6 +29,9 @@ from curation.dedup.components import (
 from curation.dedup.near_text import bucket_pairs
 from curation.spark import checkpoint
 from curation.steps import is_kept, with_reject_column
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STEP = "image_dedup"
 REASON = "duplicate_image"
@@ -61,6 +64,8 @@ class _HashBatches:
         self.positions = image_hash.band_positions(bands, bits_per_band, seed)
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import pandas as pd  # in the workers only: a driver planning the steps does not load pandas
+
         for batch in batches:
             ids, poss, pixel_hashes, phashes = [], [], [], []
             for row_id, pos, data in zip(batch["id"], batch["pos"], batch["bytes"]):

@@ -20,8 +20,6 @@ from typing import Literal
 
 import numpy as np
 
-from curation.dedup import kernels
-
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
 # Han, kana, hangul: scripts written without spaces between words.
@@ -132,6 +130,8 @@ def token_spans(
     data = np.frombuffer(bytearray(b"\n").join(pieces), dtype=np.uint8)
     lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
     doc_ends = np.cumsum(lengths + 1) - 1
+    from curation.dedup import kernels  # numba, on first use (see minhash._kernels)
+
     starts, ends, counts = kernels.scan_spans(data, doc_ends - lengths, doc_ends)
     return TokenSpans(data, starts, ends, counts, ngram)
 

@@ -75,6 +75,9 @@ def test_job_runs_every_step_and_accounts_for_every_row(spark, tmp_path):
         .to_pylist()
     )
     assert kept == {min(text[0]["id"], text[1]["id"]), text[2]["id"], min(r["id"] for r in images)}
+    # The exact copy's id names a kept row too: the shards were hash-sharded instead of copied, and
+    # no file of the abandoned copy is left behind.
+    assert sorted(p.name for p in (tmp_path / "out").glob("part-*.parquet")) == [s["path"] for s in manifest["shards"]]
 
 
 def test_job_refuses_a_folder_without_manifest_and_unknown_keys(tmp_path):
@@ -84,10 +87,12 @@ def test_job_refuses_a_folder_without_manifest_and_unknown_keys(tmp_path):
         configuration.load(dedup_job.DedupJobConfig, ["near_dedup.treshold=0.5"])
 
 
-def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_splits(spark, tmp_path):
+def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_splits(spark, tmp_path, monkeypatch):
     """The job only rejects rows, so its kept shards are copies of the input shards without the
     rejected rows: one per input shard, rows in input order, the same bytes for any number of input
-    splits; its rejects and funnel equal those of the general writer given the same marks."""
+    splits and whether the rejected ids are broadcast or listed per file; its rejects and funnel
+    equal those of the general writer given the same marks (texts read through the JVM there)."""
+    from curation import filtered_copy
     from curation.dedup import NearTextDedupConfig, near_dedup_text
     from curation.writer import write_output
 
@@ -95,7 +100,8 @@ def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_spl
     write_input_folder(text_rows(texts), tmp_path / "in", n_files=3)
     inputs = sorted((tmp_path / "in").glob("part-*.parquet"))
     outputs = []
-    for splits in (1, 5):
+    for splits, broadcast_rows in ((1, filtered_copy.BROADCAST_ROWS), (5, filtered_copy.BROADCAST_ROWS), (2, 0)):
+        monkeypatch.setattr(filtered_copy, "BROADCAST_ROWS", broadcast_rows)
         out = tmp_path / f"out{splits}"
         cfg = configuration.load(
             dedup_job.DedupJobConfig,
@@ -111,9 +117,10 @@ def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_spl
         )
         outputs.append(dedup_job.run(cfg, spark))
         assert not (out / "_staging").exists()
-    first, second = outputs
-    assert [s["sha256"] for s in first["shards"]] == [s["sha256"] for s in second["shards"]]
-    assert [s["sha256"] for s in first["rejects"]["shards"]] == [s["sha256"] for s in second["rejects"]["shards"]]
+    first = outputs[0]
+    for other in outputs[1:]:
+        assert [s["sha256"] for s in first["shards"]] == [s["sha256"] for s in other["shards"]]
+        assert [s["sha256"] for s in first["rejects"]["shards"]] == [s["sha256"] for s in other["rejects"]["shards"]]
 
     rejected = set(pq.read_table(tmp_path / "out1" / "_rejects").column("id").to_pylist())
     assert 0 < len(rejected) < len(texts)

@@ -20,8 +20,12 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 # right after the archive is made already maps it).
 CDS_ARCHIVE := $(abspath .spark-cds/spark.jsa)
 SPARK_LOG_OPTS := -Dlog4j2.configurationFile=$(abspath configs/spark/log4j2.properties)
+# Local jobs: the driver JVM is the only executor, and the per-row work runs in Python workers or
+# pyarrow, so the JVM's optimising (C2) compiler costs more CPU than its code saves: the dedup job
+# measured 100k docs 20.9 -> 15.7 s, 1M 67.5 -> 66.9 s with the quick (C1) compiler only.
+SPARK_JIT_OPTS := -XX:TieredStopAtLevel=1
 USER_SUBMIT_OPTS := $(SPARK_SUBMIT_OPTS)
-export SPARK_SUBMIT_OPTS = $(SPARK_LOG_OPTS) $(if $(wildcard $(CDS_ARCHIVE)),-XX:SharedArchiveFile=$(CDS_ARCHIVE) -Xlog:cds=off -Xlog:cds+dynamic=off) $(USER_SUBMIT_OPTS)
+export SPARK_SUBMIT_OPTS = $(SPARK_LOG_OPTS) $(SPARK_JIT_OPTS) $(if $(wildcard $(CDS_ARCHIVE)),-XX:SharedArchiveFile=$(CDS_ARCHIVE) -Xlog:cds=off -Xlog:cds+dynamic=off) $(USER_SUBMIT_OPTS)
 
 .PHONY: setup system-packages spark-cds demo test test-paddle test-all clean
 

@@ -11,8 +11,8 @@ shingles). Both systems get the same documents and parameters (threshold, num_pe
 shingles of the same normalised tokens). Measured:
 
 * ours: wall time of `spark-submit --master local[2] jobs/dedup.py` with the JVM options the
-  Makefile gives jobs (log configuration; the class-data-sharing archive of `make spark-cds`
-  unless --cds off; --cds both runs with and without it) (JVM start, reading shards,
+  Makefile gives jobs (log configuration; the quick JIT compiler only, unless --jit tiered; the
+  class-data-sharing archive of `make spark-cds` unless --cds off; `both` runs either way) (JVM start, reading shards,
   near-text dedup, writing shards, rejects and funnel, JVM stop), i.e. end to end; exact_dedup and
   image_dedup are switched off since datasketch does neither. The job's own phase timings are
   kept as the profile. `--ours-hashes token,sha1` also runs it with near_dedup.hash=sha1, whose
@@ -179,24 +179,33 @@ def score(reported: set[frozenset], clusters_same, truth: dict, texts: dict, fol
 CDS_ARCHIVE = ROOT / ".spark-cds" / "spark.jsa"  # made by `make spark-cds` (part of `make setup`)
 
 
-def submit_opts(cds: bool) -> str:
-    """The JVM options the Makefile gives Spark jobs: its log configuration and, when asked for and
+def submit_opts(cds: bool, tiered: bool = False) -> str:
+    """The JVM options the Makefile gives Spark jobs: its log configuration, the quick JIT compiler
+    only (unless `tiered`: the JVM's default, with the optimising compiler) and, when asked for and
     made, the class-data-sharing archive."""
     opts = f"-Dlog4j2.configurationFile={ROOT / 'configs' / 'spark' / 'log4j2.properties'}"
+    if not tiered:
+        opts += " -XX:TieredStopAtLevel=1"
     if cds:
         opts += f" -XX:SharedArchiveFile={CDS_ARCHIVE} -Xlog:cds=off -Xlog:cds+dynamic=off"
     return opts
 
 
 def run_ours(
-    folder: Path, out: Path, threshold: float, num_perm: int, hash_name: str = "token", cds: bool = True
+    folder: Path,
+    out: Path,
+    threshold: float,
+    num_perm: int,
+    hash_name: str = "token",
+    cds: bool = True,
+    tiered: bool = False,
 ) -> tuple[float, dict]:
     """(wall seconds of the whole spark-submit, the job's phase timings)."""
     env = {
         **os.environ,
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "SPARK_SUBMIT_OPTS": submit_opts(cds),
+        "SPARK_SUBMIT_OPTS": submit_opts(cds, tiered),
     }
     cmd = [
         str(Path(sys.executable).parent / "spark-submit"),
@@ -289,6 +298,13 @@ def main() -> None:
         default="on",
         help="Spark JVM with the class-data-sharing archive of `make spark-cds` (on), without (off), or both",
     )
+    ap.add_argument(
+        "--jit",
+        choices=["c1", "tiered", "both"],
+        default="c1",
+        help="Spark JVM with the quick JIT compiler only, as the Makefile runs jobs (c1), the JVM's default "
+        "tiered compilation (tiered), or both",
+    )
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--num-perm", type=int, default=128)
     ap.add_argument("--workdir", default="/tmp/keyeforge_bench_dedup")
@@ -306,6 +322,7 @@ def main() -> None:
     if args.cds != "off" and not CDS_ARCHIVE.exists():
         raise SystemExit(f"{CDS_ARCHIVE} is missing: run `make spark-cds` first, or pass --cds off")
     machine["spark_cds_archive"] = args.cds
+    machine["spark_jit"] = args.jit
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         corpus = work / f"corpus_{n}"
@@ -317,19 +334,21 @@ def main() -> None:
 
         row: dict = {"docs": n}
         variants = [
-            (h, cds)
+            (h, cds, tiered)
             for h in args.ours_hashes.split(",")
             for cds in {"on": [True], "off": [False], "both": [True, False]}[args.cds]
+            for tiered in {"c1": [False], "tiered": [True], "both": [False, True]}[args.jit]
         ]
-        for hash_name, cds in variants if "ours" in args.systems else []:
+        for hash_name, cds, tiered in variants if "ours" in args.systems else []:
             key = (
                 "ours"
                 + ("" if hash_name == "token" else f"_{hash_name}")
                 + ("" if cds or args.cds == "off" else "_no_cds")
+                + ("_tiered" if tiered and args.jit == "both" else "")
             )
             out = work / f"out_{n}"
             load_before = os.getloadavg()
-            ours_s, profile = run_ours(corpus, out, args.threshold, args.num_perm, hash_name, cds)
+            ours_s, profile = run_ours(corpus, out, args.threshold, args.num_perm, hash_name, cds, tiered)
             load_after = os.getloadavg()
             rejects = pq.ParquetDataset(sorted((out / "_rejects").glob("part-*.parquet"))).read().to_pylist()
             root = {r["id"]: r["detail"] for r in rejects if r["reason"] == "near_duplicate"}

@@ -156,7 +156,7 @@ def _write_filtered_copy(
 ):
     """(kept shards, reject shards) when the kept rows are `row_files` without the rejects; writes the
     funnel."""
-    with log("rejects"):  # the marks are evaluated here, once
+    with log("funnel"):  # the marks are evaluated here, once
         rejected = checkpoint(_reject_rows(marked))
         counts = [r.asDict() for r in rejected.groupBy("step", "reason").count().collect()]
         n_rejected = sum(r["count"] for r in counts)
@@ -165,15 +165,16 @@ def _write_filtered_copy(
             raise ValueError(f"{n_rejected} rows rejected but the row files hold {input_rows}: not the frame's rows")
         funnel = _funnel([*counts, {"step": None, "reason": None, "count": input_rows - n_rejected}], steps)
         (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
+    with log("rejects"):
         reject_shards = _write_rejects(rejected, out, writer, n_rejected)
     with log("shards"):
         table_writer = _TableWriter(str(out), schema.SCHEMA, writer.row_group_rows, writer.compression)
         stats = copy_kept_shards(marked.sparkSession, row_files, rejected.select("id"), n_rejected, table_writer)
-        if stats is None:  # exact copies among the rejects: ids cannot tell which row to drop
-            print(f"[{out}] shards: rejected ids repeat in the input; hash-sharding the kept rows", file=sys.stderr)
+    if stats is None:  # exact copies among the rejects: ids cannot tell which row to drop
+        with log("shards (rejected ids repeat in the input: hash-sharding the kept rows)"):
             kept = _stage(marked.filter(F.col(REJECT).isNull()).drop(REJECT), out)
             return write_shards(kept, str(out), schema.SCHEMA, writer, total_size=_kept_bytes(kept)), reject_shards
-        shards = [_shard_entry(r) for r in stats]
+    shards = [_shard_entry(r) for r in stats]
     if sum(s["rows"] for s in shards) != funnel["kept_rows"]:  # a row lost or kept twice: never write that
         raise RuntimeError(
             f"the copied shards hold {sum(s['rows'] for s in shards)} rows, the funnel keeps {funnel['kept_rows']}"

@@ -20,8 +20,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -44,22 +47,54 @@ def connected_components(edges: DataFrame, max_rounds: int = 64, local_max_edges
 
     `component` is the smallest node of the node's connected component (a root maps to itself).
     """
-    current = checkpoint(_normalise(edges.select(F.col("src").cast("string"), F.col("dst").cast("string"))))
-    if local_max_edges > 0 and current.count() <= local_max_edges:
-        LAST_ROUNDS[0] = 0
-        return _local_components(current)
-    for round_no in range(1, max_rounds + 1):
+    edges = edges.select(F.col("src").cast("string"), F.col("dst").cast("string"))
+    if local_max_edges > 0:
+        current = checkpoint(_normalise(edges))
+        if current.count() <= local_max_edges:
+            LAST_ROUNDS[0] = 0
+            return _local_components(current)
+    current = checkpoint(_contract_partitions(edges))
+    rounds = 0
+    while not _is_star_forest(current):
+        if rounds == max_rounds:
+            raise ComponentsDidNotConverge(f"connected components did not converge in {max_rounds} rounds")
+        rounds += 1
         current = checkpoint(_small_star(_large_star(current)))
-        if _is_star_forest(current):
-            log.info("connected components converged after %d rounds", round_no)
-            LAST_ROUNDS[0] = round_no
-            break
-    else:
-        raise ComponentsDidNotConverge(f"connected components did not converge in {max_rounds} rounds")
-    # After convergence every edge is (child, root) with root < child.
+    log.info("connected components converged after %d rounds", rounds)
+    LAST_ROUNDS[0] = rounds
+    # Once converged every edge is (child, root) with root < child.
     children = current.select(F.col("src").alias("node"), F.col("dst").alias("component"))
     roots = current.select(F.col("dst").alias("node"), F.col("dst").alias("component")).distinct()
     return children.unionByName(roots)
+
+
+def _contract_partitions(edges: DataFrame) -> DataFrame:
+    """Round 0: edges grouped by their smaller end, and each partition's edges replaced by their
+    components as stars (node -> smallest node of its component within the partition), by a
+    compiled union-find over that partition alone. The components of the whole graph are unchanged
+    and most of its edges collapse; a component whose edges all met in one partition is finished
+    (all of them, for a graph small enough for one partition), and the star rounds join the rest.
+    Self loops are dropped and repeated edges merge: the output is (larger, smaller), each once.
+    """
+    pairs = edges.where(F.col("src") != F.col("dst")).select(
+        F.greatest("src", "dst").alias("src"), F.least("src", "dst").alias("dst")
+    )
+    return pairs.repartition("dst").mapInArrow(_contract_partition, "src string, dst string")
+
+
+def _contract_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    from curation.dedup import kernels  # numba, in the workers only
+
+    table = pa.Table.from_batches(list(batches), schema=pa.schema([("src", pa.string()), ("dst", pa.string())]))
+    if not table.num_rows:
+        return
+    src, dst = table.column("src").combine_chunks(), table.column("dst").combine_chunks()
+    nodes = pc.unique(pa.concat_arrays([src, dst]))
+    nodes = nodes.take(pc.sort_indices(nodes))  # node number order is string order: roots are the smallest
+    numbers = [pc.index_in(side, value_set=nodes).to_numpy().astype(np.int64) for side in (src, dst)]
+    root = kernels.min_roots(numbers[0], numbers[1], len(nodes))
+    child = np.flatnonzero(root != np.arange(len(nodes)))
+    yield pa.RecordBatch.from_arrays([nodes.take(child), nodes.take(root[child])], ["src", "dst"])
 
 
 def _local_components(edges: DataFrame) -> DataFrame:

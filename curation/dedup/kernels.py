@@ -1,4 +1,5 @@
-"""Compiled (numba) inner loops of the MinHash step: token spans, token and shingle hashes, signatures.
+"""Compiled (numba) inner loops of text dedup: token spans, token and shingle hashes, signatures,
+exact Jaccard of candidate pairs, union-find within a partition of the duplicate graph.
 
 `shingles.token_spans` and `minhash` call these on whole batches; the plain-Python definitions they
 must equal (`minhash.token_hash32`, `minhash.shingle_hash32`, datasketch's permutations) are the
@@ -342,3 +343,31 @@ def pair_jaccard(a_values, a_offsets, b_values, b_offsets):
         if union > 0:
             out[i] = both / union
     return out
+
+
+# --- connected components -----------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _root(parent, x):
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]  # path halving
+        x = parent[x]
+    return x
+
+
+@njit(cache=True)
+def min_roots(a, b, n):
+    """Union-find over the edges (a[i], b[i]) of nodes 0..n-1: each node's root, which is the
+    smallest node of its component (a larger root always joins under a smaller one)."""
+    parent = np.arange(n)
+    for i in range(len(a)):
+        x = _root(parent, a[i])
+        y = _root(parent, b[i])
+        if x < y:
+            parent[y] = x
+        elif y < x:
+            parent[x] = y
+    for v in range(n):
+        parent[v] = _root(parent, v)
+    return parent

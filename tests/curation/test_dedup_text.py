@@ -303,14 +303,31 @@ def test_connected_components_equal_union_find_on_long_chains_and_stars(spark):
     for a, b in edges:
         uf.union(a, b)
     expected = {n: min(g) for g in uf.groups() for n in g if len(g) > 1}
-    frame = spark.createDataFrame(edges, "src string, dst string")
-    # Small graphs are solved in the driver; local_max_edges=0 forces the distributed rounds.
-    for local_max_edges in (1_000_000, 0):
+    frame = spark.createDataFrame(edges, "src string, dst string").repartition(3)
+
+    def check(local_max_edges: int = 0) -> int:
         result = connected_components(frame, local_max_edges=local_max_edges).collect()
         by_node = {r["node"]: r["component"] for r in result}
         assert len(by_node) == len(result), "one component per node"
-        assert by_node == expected, local_max_edges
-    assert LAST_ROUNDS[0] > 1  # the distributed path ran its rounds
+        assert by_node == expected
+        return LAST_ROUNDS[0]
+
+    assert check(local_max_edges=1_000_000) == 0  # opt-in: solved in the driver
+    # Distributed: each shuffle partition contracts its edges (union-find), then star rounds join
+    # the pieces. One partition holds the whole graph (no round needed); with several, the path and
+    # the random graph are cut across partitions and only the rounds can finish them.
+    keys = ("spark.sql.shuffle.partitions", "spark.sql.adaptive.coalescePartitions.enabled")
+    previous = {k: spark.conf.get(k) for k in keys}
+    try:
+        spark.conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
+        rounds = {}
+        for partitions in (1, 4, 8):
+            spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+            rounds[partitions] = check()
+    finally:
+        for key, value in previous.items():
+            spark.conf.set(key, value)
+    assert rounds[1] == 0 and rounds[4] >= 1 and rounds[8] >= 1, rounds
 
 
 def test_keep_by_quality_column_and_rows_already_rejected_are_not_compared(spark):

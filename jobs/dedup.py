@@ -46,8 +46,9 @@ class DedupJobConfig:
     image_dedup: ImageDedupConfig = field(default_factory=ImageDedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     checkpoint_dir: str = ""  # reliable checkpoints for connected components (default: local)
-    # Input splits: at least this many (0: 4 per core). Spark's default of about one split per core
-    # leaves cores idle while the last large split's signatures are computed.
+    # Input splits, and tasks of the signature pass when it reads the shards itself: at least this
+    # many (0: 4 per core). About one per core would leave cores idle while the last large split's
+    # signatures are computed.
     min_partitions: int = 0
     writer: WriterConfig = field(default_factory=WriterConfig)
     card: bool = True

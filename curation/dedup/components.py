@@ -5,7 +5,11 @@ The algorithm is the alternating large-star / small-star contraction of Kiveris 
 smallest node it can see, and the edge set converges to one star per component whose centre is the
 component's smallest node. It needs O(log^2 n) rounds; each round is a few joins and group-bys,
 and its result is checkpointed so the lineage (and query plan) stays short however many rounds
-run. By default the graph never leaves the executors, whatever its size. Opt-in
+run. Before the first round, each shuffle partition (edges grouped by their smaller end) replaces
+its edges by the stars of their components (a compiled union-find over that partition only): the
+components are unchanged, most edges collapse, and the rounds only join components that
+partitions split (none when the graph fits one partition, as near-duplicate graphs of a few
+hundred thousand documents do). By default the graph never leaves the executors, whatever its size. Opt-in
 (`local_max_edges` > 0, the steps' `driver_components_max_edges`): a graph of at most that many
 edges is collected and solved by union-find in the driver, the same components in one Spark job
 instead of a dozen rounds; it saves seconds on a small corpus and needs driver memory (~200 bytes

@@ -1,9 +1,12 @@
 """Text near-duplicates: MinHash signatures, LSH candidate pairs, connected components.
 
-    signatures and shingle-hash sets (mapInArrow, numpy over whole batches)  ->  (band, key) per row
+    signatures and shingle-hash sets (mapInArrow, compiled loops over whole batches; the texts come
+        through the DataFrame, or straight from the input shards when the job knows them)
+    ->  (band, key) per row
     ->  rows sharing a band key  ->  candidate pairs  ->  confirmed where the exact Jaccard of
         their shingle-hash sets (default; or the signature agreement) reaches the threshold
-    ->  connected components (Spark rounds; opt-in union-find in the driver for small graphs)
+    ->  connected components (per-partition contraction, then Spark rounds; opt-in union-find in the
+        driver for small graphs)
     ->  one row kept per component, the others rejected with reason `near_duplicate` and the kept
         row's id as detail
 
@@ -157,6 +160,8 @@ class _FileSignatures(_SignatureBatches):
     """mapInArrow function over a frame of unit numbers: each unit is one row group of a Parquet
     shard, read here with pyarrow (id and messages only) and signed; the JVM never decodes a row."""
 
+    BATCH_ROWS = 4096
+
     def __init__(self, cfg: NearTextDedupConfig, units: list[tuple[str, int]]):
         super().__init__(cfg)
         self.units = units
@@ -165,9 +170,12 @@ class _FileSignatures(_SignatureBatches):
         for batch in batches:
             for unit in batch.column(0).to_pylist():
                 path, row_group = self.units[unit]
-                table = pq.ParquetFile(path).read_row_group(row_group, columns=["id", "messages"], use_threads=False)
-                text = arrow_row_text(table.column("messages"))
-                yield self.sign(pa.RecordBatch.from_arrays([table.column("id").combine_chunks(), text], ["id", "text"]))
+                rows = pq.ParquetFile(path).iter_batches(
+                    self.BATCH_ROWS, row_groups=[row_group], columns=["id", "messages"], use_threads=False
+                )
+                for part in rows:  # a large row group is read in parts, never whole
+                    text = arrow_row_text(part.column("messages"))
+                    yield self.sign(pa.RecordBatch.from_arrays([part.column("id"), text], ["id", "text"]))
 
 
 def signature_schema(cfg: NearTextDedupConfig) -> str:
@@ -194,10 +202,12 @@ def file_signatures(spark: SparkSession, files: Sequence[str], cfg: NearTextDedu
     The JVM's part of the job is a range of row-group numbers: the rows' nested messages are not
     decoded into Spark rows and converted back to Arrow (~2x less work on the cores than reading
     the text through a DataFrame, and no cold start of the JVM's Parquet reader). Tasks get equal
-    runs of row groups (4 a core by default), in file order.
+    runs of row groups, in file order: as many tasks as `spark.sql.files.minPartitionNum` asks for
+    file splits, else 4 a core (fewer would leave cores idle while the last ones run).
     """
     units = [(str(path), group) for path in files for group in range(pq.read_metadata(path).num_row_groups)]
-    tasks = max(1, min(len(units), 4 * spark.sparkContext.defaultParallelism))
+    splits = int(spark.conf.get("spark.sql.files.minPartitionNum", None) or 4 * spark.sparkContext.defaultParallelism)
+    tasks = max(1, min(len(units), splits))
     numbers = spark.range(len(units), numPartitions=tasks)
     return numbers.mapInArrow(_FileSignatures(cfg, units), signature_schema(cfg))
 

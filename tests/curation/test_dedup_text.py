@@ -7,11 +7,13 @@ import itertools
 import random
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 from pyspark.sql import functions as F
 
+from curation import schema
 from curation.dedup import lsh, minhash
 from curation.dedup.components import LAST_ROUNDS, connected_components
 from curation.dedup.near_text import (
@@ -21,6 +23,7 @@ from curation.dedup.near_text import (
     band_pairs,
     candidate_pairs,
     exact_jaccard,
+    file_signatures,
     near_dedup_text,
     shingle_hashes,
     text_signatures,
@@ -29,6 +32,8 @@ from curation.dedup.shingles import is_cjk, jaccard, shingles, token_spans, toke
 from curation.steps import reject_where, with_reject_column
 from tests.curation.dedup_fixtures import (
     UnionFind,
+    encode,
+    natural_image,
     planted_corpus,
     text_rows,
     write_rows,
@@ -259,6 +264,48 @@ def test_kept_set_is_the_same_for_1_2_8_partitions_and_equals_union_find(spark, 
             assert {(v["step"], v["reason"]) for v in rejected.values()} == {(STEP, REASON)}
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", previous)
+
+
+@pytest.mark.parametrize("verify", ["exact", "signature"])
+def test_signatures_read_from_the_shards_equal_those_through_the_jvm(spark, tmp_path, verify):
+    """`file_signatures` (pyarrow in the workers, row groups as tasks) gives the signature frame of
+    `text_signatures` (text through a DataFrame): the same rows, keys and confirmation values."""
+    texts = planted_corpus(41, "en", n_bases=8, n_singles=8) + planted_corpus(42, "zh", n_bases=4, n_singles=4)
+    rows = text_rows(texts)
+    picture = schema.image_entry(encode(natural_image(3)))
+    rows += [
+        schema.make_row(
+            "t",
+            "text",
+            [
+                schema.message("user", "a question, then", schema.image_part(0), "its end"),
+                schema.message("assistant", texts[0]),
+            ],
+            [picture],
+        ),
+        schema.make_row("t", "caption", [schema.message("user", schema.image_part(0))], [picture]),  # no text
+        schema.make_row("t", "text", [schema.message("user", "  ")]),  # text without a shingle
+    ]
+    table = schema.rows_to_table(rows)
+    (tmp_path / "in").mkdir()
+    files = []
+    for i, part in enumerate((table.slice(0, 20), table.slice(20))):  # row groups of 7 rows: many units
+        files.append(str(tmp_path / "in" / f"part-{i:05d}.parquet"))
+        pq.write_table(part, files[-1], row_group_size=7)
+    cfg = NearTextDedupConfig(threshold=THRESHOLD, verify=verify)
+    value = "shingles" if verify == "exact" else "sig"
+
+    def collected(frame):
+        return sorted((r["id"], r["keys"], bytes(r[value])) for r in frame.collect())
+
+    through_jvm = collected(text_signatures(spark.read.parquet(*files), cfg))
+    assert len(through_jvm) == len(rows) - 2
+    for splits in ("1", "5"):
+        spark.conf.set("spark.sql.files.minPartitionNum", splits)
+        try:
+            assert collected(file_signatures(spark, files, cfg)) == through_jvm, splits
+        finally:
+            spark.conf.unset("spark.sql.files.minPartitionNum")
 
 
 def test_band_pairs_follow_the_bucket_rule_across_batches_and_partitions(spark):

@@ -96,7 +96,7 @@ def _run_steps(cfg: DedupJobConfig, spark, shards: list[str], started: float) ->
     # streaming metadata under a pattern). They hold exactly the contract's columns: giving the
     # schema skips a job reading every footer.
     df = spark.read.schema(from_arrow_schema(schema.SCHEMA)).parquet(*shards)
-    # Near-dedup may read the texts from the shards itself (when it is the first step to run).
+    # Near-dedup reads the texts from the shards itself (not through the JVM).
     step_args = {"near_dedup": {"source_files": shards}}
     names = []
     for name, step in STEPS:

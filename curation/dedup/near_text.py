@@ -382,20 +382,27 @@ def bucket_pairs(buckets: DataFrame, all_pairs_bucket: int) -> DataFrame:
 def near_dedup_text(df: DataFrame, cfg: NearTextDedupConfig, source_files: Sequence[str] = ()) -> DataFrame:
     """The step: rows whose text nearly duplicates a kept row's are rejected as `near_duplicate`.
 
-    `source_files`: the Parquet shards `df` is a plain read of, if the caller knows them. When no
-    step before this one marked a row, the signatures then read the texts from those files in the
-    Python workers (`file_signatures`) instead of through the JVM; same result, less work.
+    `source_files`: the Parquet shards whose rows `df` holds unchanged (steps before may have
+    marked some rejected), if the caller knows them: the signatures then read the texts from those
+    files in the Python workers (`file_signatures`) instead of through the JVM, and keep the rows
+    whose id a kept row has. The same result, less work, since ids are content hashes: rows that
+    share an id share their text.
     Runs Spark jobs now (signatures, candidates, components); the returned frame is lazy again.
     """
-    nothing_rejected = REJECT not in df.columns
+    marked_before = REJECT in df.columns
     df = with_reject_column(df)
     if not cfg.enabled:
         return df
     clock = Progress(STEP)
-    if source_files and nothing_rejected:
-        sigs = checkpoint(file_signatures(df.sparkSession, source_files, cfg))
-    else:
+    if not source_files:
         sigs = checkpoint(text_signatures(df, cfg))
+    elif not marked_before:
+        sigs = checkpoint(file_signatures(df.sparkSession, source_files, cfg))
+    else:  # rows a step before rejected are not compared
+        kept_ids = checkpoint(df.where(is_kept()).select("id"))
+        sigs = checkpoint(
+            file_signatures(df.sparkSession, source_files, cfg).join(small_side(kept_ids), "id", "left_semi")
+        )
     clock.note("signatures")
     pairs = checkpoint(band_pairs(sigs, cfg))
     clock.note("candidate pairs")

@@ -308,6 +308,34 @@ def test_signatures_read_from_the_shards_equal_those_through_the_jvm(spark, tmp_
             spark.conf.unset("spark.sql.files.minPartitionNum")
 
 
+def test_texts_from_the_shards_after_earlier_steps_give_the_same_marks(spark, tmp_path):
+    """With rows marked by steps before (exact copies, a row refused outright), reading the texts
+    from the shards compares exactly the rows the DataFrame path compares."""
+    from curation.exact_dedup import ExactDedupConfig, exact_dedup
+
+    texts = planted_corpus(43, "en", n_bases=10, n_singles=6)
+    pair = text_rows([texts[0] + " with a few more words", texts[0] + " and other words at its end"])
+    rows = text_rows(texts) + pair
+    rows += [dict(rows[2]), dict(rows[3])]  # exact copies: one of each pair is rejected before
+    write_rows(rows, tmp_path / "in", n_files=3)
+    files = sorted(str(p) for p in (tmp_path / "in").glob("part-*.parquet"))
+    df = exact_dedup(spark.read.parquet(*files), ExactDedupConfig())
+    # Refused before: the row that would be kept among texts[0]'s copies. Were it compared, the
+    # others would be rejected as its near-duplicates.
+    refused = min([rows[0]["id"]] + [r["id"] for r in pair])
+    df = reject_where(df, F.col("id") == refused, "earlier", "why")
+    cfg = NearTextDedupConfig(threshold=THRESHOLD)
+
+    def marks(frame):
+        return sorted((r["id"], r["_reject"]["reason"] if r["_reject"] else "") for r in frame.collect())
+
+    through_jvm = marks(near_dedup_text(df, cfg).select("id", "_reject"))
+    from_files = marks(near_dedup_text(df, cfg, source_files=files).select("id", "_reject"))
+    assert from_files == through_jvm
+    reasons = [reason for _, reason in through_jvm]
+    assert reasons.count("exact_duplicate") == 2 and reasons.count("why") == 1 and "near_duplicate" in reasons
+
+
 def test_band_pairs_follow_the_bucket_rule_across_batches_and_partitions(spark):
     """Buckets are paired in Python per shuffle partition: the pairs must be those of the SQL
     `bucket_pairs` rule (all pairs up to all_pairs_bucket, star + chain above), also when a bucket

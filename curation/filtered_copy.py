@@ -6,95 +6,101 @@ input shards minus those rows, and they are written that way: one output shard p
 one task per shard. No row's content goes through a Spark shuffle, which is most of the cost of
 hash-sharding every row again (`writer.write_shards`).
 
-Which rows to drop: the rejected ids, collected once and broadcast to every task, which drops
-its shard's rows with those ids. (More rejected ids than `curation.spark.BROADCAST_ROWS`: a scan of
-the input's `id` column, semi-joined to them and grouped per file, gives each task its own list.)
-The output depends on the input files and the rejected ids only: the same bytes whatever Spark's
-partitioning.
+Which rows to drop is known by position: the job reads its shards `with_row_positions` (each
+row's file name and index in that file, from Spark's Parquet metadata), the steps carry those
+columns along, and the rejected rows' positions are collected (8 bytes a row) and broadcast to
+the copy tasks. Positions, not ids: exact copies share an id, and only one of them may be kept.
+The output depends on the input files and the rejected positions only: the same bytes whatever
+Spark's partitioning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from urllib.parse import unquote
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from curation.spark import BROADCAST_ROWS
+ROW_FILE = "_row_file"  # the name of the input file a row was read from
+ROW_INDEX = "_row_index"  # the row's index in that file
+POSITIONS = (ROW_FILE, ROW_INDEX)
+
+
+def with_row_positions(df: DataFrame) -> DataFrame:
+    """A Parquet scan with each row's position: file name and row index within the file."""
+    return df.withColumn(ROW_FILE, F.col("_metadata.file_name")).withColumn(ROW_INDEX, F.col("_metadata.row_index"))
 
 
 def copy_kept_shards(
-    spark: SparkSession,
-    files: Sequence[str],
-    rejected_ids: DataFrame,
-    n_rejected: int,
-    write_table,
-) -> list[dict] | None:
-    """Copy every file of `files` without the rows whose id is in `rejected_ids` (column id,
-    `n_rejected` rows).
+    spark: SparkSession, files: Sequence[str], rejected: DataFrame, n_rejected: int, write_table
+) -> list[dict]:
+    """Copy every file of `files` without the rows at the positions in `rejected` (columns
+    `POSITIONS`, `n_rejected` rows).
 
     `write_table(shard, table) -> stats` writes output shard `shard` (the file's position in
-    `files`); the stats of every shard are returned in shard order. None, with nothing left written,
-    when an id is not enough to tell a rejected row: a rejected id that the files hold more than
-    once (exact copies, one of them kept); the caller then writes the rows another way.
+    `files`); the stats of every shard are returned in shard order.
     """
     names = [Path(f).name for f in files]
     if len(set(names)) != len(names):
         raise ValueError("the input shards of a filtered copy need distinct file names")
-    if n_rejected <= BROADCAST_ROWS:
-        ids = rejected_ids.select("id").toArrow().column("id").combine_chunks()
-        drop: Broadcast | list[list[str]] = spark.sparkContext.broadcast(ids)
-    else:
-        drop = _drop_lists(spark, files, names, rejected_ids)
+    drop = _positions_by_file(rejected, names, n_rejected)
     tasks = min(len(files), 4 * spark.sparkContext.defaultParallelism)
     shard_numbers = spark.range(len(files), numPartitions=tasks)
-    schema = T.StructType([*write_table.stats_schema.fields, T.StructField("dropped", T.LongType())])
-    stats = shard_numbers.mapInArrow(_CopyShards([str(f) for f in files], drop, write_table), schema)
-    found = sorted((r.asDict() for r in stats.collect()), key=lambda r: r["shard"])
-    if isinstance(drop, Broadcast):
-        drop.unpersist()
+    shared = spark.sparkContext.broadcast(drop)
+    try:
+        copies = shard_numbers.mapInArrow(
+            _CopyShards([str(f) for f in files], shared, write_table), write_table.stats_schema
+        )
+        found = sorted((r.asDict() for r in copies.collect()), key=lambda r: r["shard"])
+    finally:
+        shared.unpersist()
     if [r["shard"] for r in found] != list(range(len(files))):
         raise RuntimeError(f"filtered copy wrote {len(found)} of {len(files)} shards")
-    # Each task dropped every row holding a rejected id: more rows than were rejected means some
-    # rejected id also names a kept row.
-    if sum(r.pop("dropped") for r in found) != n_rejected:
-        for r in found:
-            Path(r["path"]).unlink(missing_ok=True)
-        return None
     return found
 
 
-def _drop_lists(
-    spark: SparkSession, files: Sequence[str], names: list[str], rejected_ids: DataFrame
-) -> list[list[str]]:
-    """Per file, the ids of its rows that are rejected (a scan of the files' id column)."""
-    ids = spark.read.schema("id string").parquet(*files)
-    ids = ids.select(F.element_at(F.split(F.input_file_name(), "/"), -1).alias("name"), "id")
-    gone = ids.join(rejected_ids.select("id").distinct(), "id", "left_semi")
-    lists = dict(gone.groupBy("name").agg(F.collect_list("id").alias("drop")).collect())
-    return [lists.get(name, []) for name in names]
+def _positions_by_file(rejected: DataFrame, names: list[str], n_rejected: int) -> list[np.ndarray]:
+    """Per file of `names`, the sorted row indices to drop; every rejected position checked."""
+    table = rejected.select(*POSITIONS).toArrow()
+    if table.num_rows != n_rejected:
+        raise RuntimeError(f"{table.num_rows} rejected positions for {n_rejected} rejected rows")
+    # Spark gives file names URL-encoded (a space as %20).
+    file_of = {name: i for i, name in enumerate(names)}
+    files = [file_of.get(unquote(name), -1) for name in table.column(ROW_FILE).to_pylist()]
+    if -1 in files:
+        unknown = unquote(table.column(ROW_FILE)[files.index(-1)].as_py())
+        raise ValueError(f"a rejected row comes from {unknown!r}, which is not one of the job's input shards")
+    files = np.asarray(files, dtype=np.int64)
+    rows = table.column(ROW_INDEX).to_numpy()
+    drop = []
+    for i in range(len(names)):
+        mine = np.unique(rows[files == i])
+        if len(mine) != int((files == i).sum()):
+            raise RuntimeError(f"a row of {names[i]} is rejected twice: not a position per row")
+        drop.append(mine)
+    return drop
 
 
 class _CopyShards:
-    """mapInArrow function: shard numbers -> the stats of each shard written, with how many rows
-    it dropped."""
+    """mapInArrow function: shard numbers -> the stats of each shard written."""
 
-    def __init__(self, files: list[str], drop: Broadcast | list[list[str]], write_table):
+    def __init__(self, files: list[str], drop, write_table):
         self.files, self.drop, self.write_table = files, drop, write_table
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for shard in batch.column(0).to_pylist():
-                table = pq.read_table(self.files[shard])
-                drop = self.drop.value if isinstance(self.drop, Broadcast) else pa.array(self.drop[shard], pa.string())
-                keep = pc.invert(pc.is_in(table.column("id"), drop))
-                kept = table.filter(keep)
-                stats = self.write_table(shard, kept)
-                dropped = pa.array([table.num_rows - kept.num_rows], pa.int64())
-                yield stats.append_column("dropped", dropped)
+                table = pq.ParquetFile(self.files[shard]).read()
+                drop = self.drop.value[shard]
+                if len(drop) and drop[-1] >= table.num_rows:
+                    raise RuntimeError(
+                        f"row {drop[-1]} of {self.files[shard]} is rejected, but it has {table.num_rows}"
+                    )
+                keep = np.ones(table.num_rows, dtype=bool)
+                keep[drop] = False
+                yield self.write_table(shard, table.filter(pa.array(keep)))

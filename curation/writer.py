@@ -14,9 +14,10 @@ Spark partitioning, cluster or run.
 The marked frame is computed once: it is staged to `_staging/` (so model scores are not
 recomputed), then shards, rejects and the funnel are all read from the staged copy.
 
-A job that only rejects rows of existing shards (jobs/dedup.py) passes them as `row_files`: its
-kept shards are then those files without the rejected rows, one per input file, in input row
-order (`filtered_copy`), equally reproducible and without shuffling every row.
+A job that only rejects rows of existing shards (jobs/dedup.py) reads them `with_row_positions` and
+passes them as `row_files`: its kept shards are then those files without the rejected rows, one
+per input file, in input row order (`filtered_copy`), equally reproducible and without shuffling
+every row.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from curation import schema
-from curation.filtered_copy import copy_kept_shards
+from curation.filtered_copy import POSITIONS, copy_kept_shards
 from curation.spark import checkpoint
 from curation.steps import REJECT, with_reject_column
 
@@ -99,15 +100,17 @@ def write_output(
     saves writing and reading back every row once.
 
     `row_files`: Parquet files holding exactly the frame's rows, unchanged (a filtering job's
-    input shards, in order). The kept shards are then those files without their rejected rows,
-    one output shard per input file (`filtered_copy`), and the marks are evaluated once, for the
-    rejects; `stage` does not apply.
+    input shards, in order), which the frame was read from `with_row_positions`. The kept shards
+    are then those files without their rejected rows, one output shard per input file
+    (`filtered_copy`), and the marks are evaluated once, for the rejects; `stage` does not apply.
     """
     writer = writer or WriterConfig()
+    if row_files and not set(POSITIONS) <= set(df.columns):
+        raise ValueError(f"row_files needs the frame read with_row_positions (columns {POSITIONS})")
     out = Path(output)
     prepare_folder(out)
     log = _PhaseLog(out)
-    marked = with_reject_column(df).select(*schema.COLUMNS, REJECT)
+    marked = with_reject_column(df).select(*schema.COLUMNS, REJECT, *(POSITIONS if row_files else ()))
     (out / REJECTS).mkdir(exist_ok=True)
     if row_files:
         shards, reject_shards = _write_filtered_copy(marked, out, steps, writer, row_files, log)
@@ -157,7 +160,7 @@ def _write_filtered_copy(
     """(kept shards, reject shards) when the kept rows are `row_files` without the rejects; writes the
     funnel."""
     with log("funnel"):  # the marks are evaluated here, once
-        rejected = checkpoint(_reject_rows(marked))
+        rejected = checkpoint(_reject_rows(marked, *POSITIONS))
         counts = [r.asDict() for r in rejected.groupBy("step", "reason").count().collect()]
         n_rejected = sum(r["count"] for r in counts)
         input_rows = sum(pq.read_metadata(f).num_rows for f in row_files)
@@ -166,14 +169,10 @@ def _write_filtered_copy(
         funnel = _funnel([*counts, {"step": None, "reason": None, "count": input_rows - n_rejected}], steps)
         (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
     with log("rejects"):
-        reject_shards = _write_rejects(rejected, out, writer, n_rejected)
+        reject_shards = _write_rejects(rejected.drop(*POSITIONS), out, writer, n_rejected)
     with log("shards"):
         table_writer = _TableWriter(str(out), schema.SCHEMA, writer.row_group_rows, writer.compression)
-        stats = copy_kept_shards(marked.sparkSession, row_files, rejected.select("id"), n_rejected, table_writer)
-    if stats is None:  # exact copies among the rejects: ids cannot tell which row to drop
-        with log("shards (rejected ids repeat in the input: hash-sharding the kept rows)"):
-            kept = _stage(marked.filter(F.col(REJECT).isNull()).drop(REJECT), out)
-            return write_shards(kept, str(out), schema.SCHEMA, writer, total_size=_kept_bytes(kept)), reject_shards
+        stats = copy_kept_shards(marked.sparkSession, row_files, rejected, n_rejected, table_writer)
     shards = [_shard_entry(r) for r in stats]
     if sum(s["rows"] for s in shards) != funnel["kept_rows"]:  # a row lost or kept twice: never write that
         raise RuntimeError(
@@ -189,11 +188,7 @@ def _stage(df: DataFrame, out: Path) -> DataFrame:
     return df.sparkSession.read.parquet(*sorted(str(p) for p in (out / STAGING).glob("*.parquet")))
 
 
-def _kept_bytes(kept: DataFrame) -> int:
-    return kept.select(F.sum(_row_size()).alias("s")).collect()[0]["s"] or 0
-
-
-def _reject_rows(marked: DataFrame) -> DataFrame:
+def _reject_rows(marked: DataFrame, *extra: str) -> DataFrame:
     return marked.filter(F.col(REJECT).isNotNull()).select(
         "id",
         "source",
@@ -201,6 +196,7 @@ def _reject_rows(marked: DataFrame) -> DataFrame:
         F.col(f"{REJECT}.reason").alias("reason"),
         F.col(f"{REJECT}.detail").alias("detail"),
         F.get_json_object("extra", "$.origin").alias("origin"),
+        *extra,
     )
 
 

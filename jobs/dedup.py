@@ -33,6 +33,7 @@ from curation.dedup import (
     near_dedup_text,
 )
 from curation.exact_dedup import ExactDedupConfig, exact_dedup
+from curation.filtered_copy import with_row_positions
 from curation.spark import session
 from curation.writer import OutputFolderError, WriterConfig, read_manifest, write_output
 
@@ -95,7 +96,9 @@ def _run_steps(cfg: DedupJobConfig, spark, shards: list[str], started: float) ->
     # The manifest's shards (no glob: stray files are not read, and Spark does not look for
     # streaming metadata under a pattern). They hold exactly the contract's columns: giving the
     # schema skips a job reading every footer.
-    df = spark.read.schema(from_arrow_schema(schema.SCHEMA)).parquet(*shards)
+    # Each row's file and index come along: the kept shards are copies of the input shards
+    # without the rows rejected at those positions.
+    df = with_row_positions(spark.read.schema(from_arrow_schema(schema.SCHEMA)).parquet(*shards))
     # Near-dedup reads the texts from the shards itself (not through the JVM).
     step_args = {"near_dedup": {"source_files": shards}}
     names = []

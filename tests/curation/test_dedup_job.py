@@ -7,8 +7,10 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
 from curation import config as configuration
+from curation import schema
 from curation.writer import read_manifest
 from jobs import dedup as dedup_job
 from tests.curation.dedup_fixtures import (
@@ -75,9 +77,12 @@ def test_job_runs_every_step_and_accounts_for_every_row(spark, tmp_path):
         .to_pylist()
     )
     assert kept == {min(text[0]["id"], text[1]["id"]), text[2]["id"], min(r["id"] for r in images)}
-    # The exact copy's id names a kept row too: the shards were hash-sharded instead of copied, and
-    # no file of the abandoned copy is left behind.
+    # The exact copy shares its id with a kept row: rows are dropped by position, so the kept
+    # shards are still the two input shards without their rejected rows.
+    assert [s["path"] for s in manifest["shards"]] == ["part-00000.parquet", "part-00001.parquet"]
     assert sorted(p.name for p in (tmp_path / "out").glob("part-*.parquet")) == [s["path"] for s in manifest["shards"]]
+    copied = pq.ParquetDataset(sorted((tmp_path / "out").glob("part-*.parquet"))).read(columns=["id"])
+    assert sorted(copied.column("id").to_pylist()) == sorted(kept)
 
 
 def test_job_refuses_a_folder_without_manifest_and_unknown_keys(tmp_path):
@@ -87,12 +92,11 @@ def test_job_refuses_a_folder_without_manifest_and_unknown_keys(tmp_path):
         configuration.load(dedup_job.DedupJobConfig, ["near_dedup.treshold=0.5"])
 
 
-def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_splits(spark, tmp_path, monkeypatch):
+def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_splits(spark, tmp_path):
     """The job only rejects rows, so its kept shards are copies of the input shards without the
     rejected rows: one per input shard, rows in input order, the same bytes for any number of input
-    splits and whether the rejected ids are broadcast or listed per file; its rejects and funnel
-    equal those of the general writer given the same marks (texts read through the JVM there)."""
-    from curation import filtered_copy
+    splits; its rejects and funnel equal those of the general writer given the same marks (texts
+    read through the JVM there)."""
     from curation.dedup import NearTextDedupConfig, near_dedup_text
     from curation.writer import write_output
 
@@ -100,8 +104,7 @@ def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_spl
     write_input_folder(text_rows(texts), tmp_path / "in", n_files=3)
     inputs = sorted((tmp_path / "in").glob("part-*.parquet"))
     outputs = []
-    for splits, broadcast_rows in ((1, filtered_copy.BROADCAST_ROWS), (5, filtered_copy.BROADCAST_ROWS), (2, 0)):
-        monkeypatch.setattr(filtered_copy, "BROADCAST_ROWS", broadcast_rows)
+    for splits in (1, 5):
         out = tmp_path / f"out{splits}"
         cfg = configuration.load(
             dedup_job.DedupJobConfig,
@@ -138,3 +141,34 @@ def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_spl
     funnel = json.loads((tmp_path / "out1" / "_funnel.json").read_text())
     assert funnel == json.loads((tmp_path / "general" / "_funnel.json").read_text())
     assert funnel["input_rows"] == len(texts) == funnel["kept_rows"] + len(rejected)
+
+
+def test_filtered_copy_drops_rejected_positions_even_among_exact_copies(spark, tmp_path):
+    """Rows are dropped by (file, row index): of two identical rows only the rejected one goes,
+    also in files whose names Spark URL-encodes."""
+    from curation.filtered_copy import with_row_positions
+    from curation.steps import reject_where, with_reject_column
+    from curation.writer import write_output
+
+    rows = text_rows([f"document number {i} with a few words" for i in range(12)])
+    twin = dict(rows[4])
+    tables = [schema.rows_to_table(rows[:7] + [twin]), schema.rows_to_table(rows[7:] + [twin])]
+    (tmp_path / "in").mkdir()
+    files = [str(tmp_path / "in" / "a b%.parquet"), str(tmp_path / "in" / "c.parquet")]
+    for table, path in zip(tables, files):
+        pq.write_table(table, path, row_group_size=3)
+    df = with_reject_column(with_row_positions(spark.read.parquet(*files)))
+    # Reject the twin in the second file (its last row) and rows 1 and 8 by id; keep rows[4].
+    marked = reject_where(df, (F.col("_row_file") == "c.parquet") & (F.col("_row_index") == 5), "s", "twin")
+    marked = reject_where(marked, F.col("id").isin(rows[1]["id"], rows[8]["id"]), "s", "picked")
+    manifest = write_output(marked, str(tmp_path / "out"), ["s"], {}, card=False, row_files=files)
+
+    expected = [
+        [r for r in tables[0].to_pylist() if r["id"] != rows[1]["id"]],
+        [r for r in tables[1].to_pylist()[:5] if r["id"] != rows[8]["id"]],
+    ]
+    got = [pq.read_table(tmp_path / "out" / s["path"]).to_pylist() for s in manifest["shards"]]
+    assert got == expected
+    assert manifest["rows"] == 14 - 3 and manifest["rejects"]["rows"] == 3
+    with pytest.raises(ValueError, match="with_row_positions"):
+        write_output(spark.read.parquet(*files), str(tmp_path / "o2"), [], {}, card=False, row_files=files)

@@ -9,11 +9,10 @@ run. Before the first round, each shuffle partition (edges grouped by their smal
 its edges by the stars of their components (a compiled union-find over that partition only): the
 components are unchanged, most edges collapse, and the rounds only join components that
 partitions split (none when the graph fits one partition, as near-duplicate graphs of a few
-hundred thousand documents do). By default the graph never leaves the executors, whatever its size. Opt-in
-(`local_max_edges` > 0, the steps' `driver_components_max_edges`): a graph of at most that many
-edges is collected and solved by union-find in the driver, the same components in one Spark job
-instead of a dozen rounds; it saves seconds on a small corpus and needs driver memory (~200 bytes
-an edge), so it stays off unless asked for.
+hundred thousand documents do). By default the graph never leaves the executors, whatever its
+size. Opt-in (`local_max_edges` > 0, the steps' `driver_components_max_edges`): a graph of at most
+that many edges is collected and solved by union-find in the driver, the same components in one
+Spark job; it needs driver memory (~200 bytes an edge), so it stays off unless asked for.
 
 Nodes are strings (row ids), so the component label is the smallest id in the component: the result
 is the same whatever the partitioning or the order of the edges.

@@ -77,12 +77,12 @@ def _positions_by_file(rejected: DataFrame, names: list[str], n_rejected: int) -
         raise ValueError(f"a rejected row comes from {unknown!r}, which is not one of the job's input shards")
     files = np.asarray(files, dtype=np.int64)
     rows = table.column(ROW_INDEX).to_numpy()
-    drop = []
-    for i in range(len(names)):
-        mine = np.unique(rows[files == i])
-        if len(mine) != int((files == i).sum()):
-            raise RuntimeError(f"a row of {names[i]} is rejected twice: not a position per row")
-        drop.append(mine)
+    order = np.lexsort((rows, files))  # one sort, then each file's run of rows
+    files, rows = files[order], rows[order]
+    if np.any((files[1:] == files[:-1]) & (rows[1:] == rows[:-1])):
+        raise RuntimeError("a row is rejected twice: not a position per row")
+    bounds = np.searchsorted(files, np.arange(len(names) + 1))
+    drop = [rows[bounds[i] : bounds[i + 1]] for i in range(len(names))]
     return drop
 
 

@@ -345,6 +345,25 @@ def caption_row(source: str, image: bytes, caption: str, lang: str | None = None
     )
 
 
+TEXT_SEPARATOR = "\n"
+
+
+def row_text(row: Mapping) -> str | None:
+    """The text of a row: every text part of its messages (captions, documents, questions and
+    answers), in order, joined by newlines. The one definition; `curation.row_text` computes the
+    same strings as a Spark column and over Arrow columns (tests compare the three).
+
+    Rows without messages have the empty string; parts that are not text, or whose text is null,
+    are skipped; a null message or a message with null content leaves the row without text (None).
+    """
+    texts = []
+    for turn in row.get("messages") or ():
+        if turn is None or turn.get("content") is None:
+            return None
+        texts.extend(p["text"] for p in turn["content"] if p.get("type") == "text" and p.get("text") is not None)
+    return TEXT_SEPARATOR.join(texts)
+
+
 # --- tables and validation ----------------------------------------------------------------------
 
 

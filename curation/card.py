@@ -3,15 +3,23 @@
     python -m curation.card out/pretrain
 
 (re)writes OUTPUT/card/: README.md with Hugging Face dataset-card metadata (YAML front matter),
-counts per source, kind and language, the funnel, rejects by reason with examples, token and
-CLIP-score statistics, the schema; PNG plots; and index.html with the same content. It reads only
-the folder (shards, _funnel.json, _rejects/, the manifest), so it works on any output.
+counts per source, kind and language, the funnel, each step's time and statistics, rejects by
+reason with examples, token and CLIP-score statistics, the schema; PNG plots; and index.html with
+the same content. It reads only the folder (shards, _funnel.json, _stats.json, _rejects/, the
+manifest), so it works on any output.
+
+README.md is the folder's Hub card: its metadata is what the Hugging Face Hub accepts (license,
+languages, task categories and size category from the Hub's lists; configs whose data_files are
+the shards, and the rejects), and its links are relative to the output folder, which is the
+dataset repository's root once uploaded with this file as its README.md. index.html is the local
+view, with links relative to card/.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,32 +29,66 @@ import pyarrow.dataset as ds
 
 from curation import schema
 from curation.dedup.decontam import parse_detail
+from curation.schema.manifest import CARD, FUNNEL, MANIFEST, REJECTS, STATS
 
-CARD = "card"
+SHARDS = "part-*.parquet"  # the kept shards, at the folder's root
+REJECT_SHARDS = f"{REJECTS}/part-*.parquet"
+
+# The Hub's size categories (datasets/utils/resources/size_categories.json): (rows below, category).
+SIZE_CATEGORIES = [
+    (10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M"), (10**7, "1M<n<10M"),
+    (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B"), (10**11, "10B<n<100B"),
+    (10**12, "100B<n<1T"), (float("inf"), "n>1T"),
+]
+# Hub task categories (huggingface.js pipelines.ts, those shown for datasets) of each row kind:
+# what a model trained on such rows does. Preference and RL rows hold prompts with or without images.
+KIND_TASKS = {
+    "caption": ["image-to-text"],
+    "ocr": ["image-to-text"],
+    "interleaved": ["image-to-text"],
+    "vqa": ["visual-question-answering"],
+    "grounding": ["visual-question-answering"],
+    "video": ["video-text-to-text"],
+    "text": ["text-generation"],
+    "preference": ["visual-question-answering", "text-generation"],
+    "rl": ["visual-question-answering", "text-generation"],
+}
 
 
-def build_card(folder: str | Path, manifest: dict | None = None, title: str | None = None) -> Path:
+def build_card(folder: str | Path, manifest: dict | None = None, title: str | None = None, license: str = "unknown") -> Path:
+    """Write FOLDER/card/ (README.md, index.html, plots); the README's path. `license` is a Hub
+    license id (https://hf.co/docs/hub/repositories-licenses): keyeforge cannot know the licenses
+    of the sources it read, so the default says so."""
     folder = Path(folder)
     if manifest is None:
-        manifest = json.loads((folder / "_manifest.json").read_text())
-    funnel = json.loads((folder / "_funnel.json").read_text()) if (folder / "_funnel.json").exists() else None
+        manifest = json.loads((folder / MANIFEST).read_text())
+    funnel = _read_json(folder / FUNNEL)
+    step_stats = _read_json(folder / STATS)
     stats = _shard_stats(folder)
     rejects = _reject_stats(folder)
     out = folder / CARD
     out.mkdir(exist_ok=True)
     plots = _plots(out, stats, funnel)
     title = title or f"keyeforge dataset: {folder.resolve().name}"
-    sections = _sections(manifest, funnel, stats, rejects, plots)
-    (out / "README.md").write_text(_front_matter(title, manifest, stats) + f"# {title}\n\n" + "\n".join(_markdown(s) for s in sections))
+    sections = _sections(manifest, funnel, step_stats, stats, rejects, plots)
+    metadata = hub_metadata(title, stats, has_rejects=rejects["files"] > 0, license=license)
+    (out / "README.md").write_text(
+        _front_matter(metadata) + f"# {title}\n\n" + "\n".join(_markdown(s, f"{CARD}/") for s in sections)
+    )
     (out / "index.html").write_text(_html(title, sections))
     return out / "README.md"
+
+
+def _read_json(path: Path) -> dict | None:
+    # _stats.json and _funnel.json are absent from folders written before they existed: no section then
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 # --- statistics ----------------------------------------------------------------------------------
 
 
 def _shard_stats(folder: Path) -> dict:
-    files = sorted(str(p) for p in folder.glob("part-*.parquet"))
+    files = sorted(str(p) for p in folder.glob(SHARDS))
     counts = {"source": Counter(), "kind": Counter(), "lang": Counter(), "source_kind": Counter()}
     tokens, clip = [], []
     if files:
@@ -62,7 +104,7 @@ def _shard_stats(folder: Path) -> dict:
 
 
 def _reject_stats(folder: Path) -> dict:
-    files = sorted(str(p) for p in (folder / "_rejects").glob("part-*.parquet"))
+    files = sorted(str(p) for p in folder.glob(REJECT_SHARDS))
     by_reason, examples, benchmarks = Counter(), {}, Counter()
     if files:
         for r in ds.dataset(files, format="parquet").to_table().to_pylist():
@@ -72,14 +114,15 @@ def _reject_stats(folder: Path) -> dict:
                 examples[key].append(r)
             if r["reason"] == "benchmark_overlap":
                 benchmarks[parse_detail(r["detail"] or "").get("benchmark", "?")] += 1
-    return {"by_reason": by_reason, "examples": examples, "benchmarks": benchmarks}
+    return {"files": len(files), "by_reason": by_reason, "examples": examples, "benchmarks": benchmarks}
 
 
 # --- content -------------------------------------------------------------------------------------
 # A section is (heading, paragraphs, table rows or None, image or None), rendered to both formats.
 
 
-def _sections(manifest: dict, funnel: dict | None, stats: dict, rejects: dict, plots: dict) -> list[tuple]:
+def _sections(manifest: dict, funnel: dict | None, step_stats: dict | None, stats: dict, rejects: dict,
+              plots: dict) -> list[tuple]:
     clip_cfg = (manifest.get("config") or {}).get("clip") or {}
     sections = []
     overview = [
@@ -102,6 +145,8 @@ def _sections(manifest: dict, funnel: dict | None, stats: dict, rejects: dict, p
             reasons = ", ".join(f"{r}: {n}" for r, n in step["rejected"].items()) or "-"
             rows.append((step["step"], step["in"], step["out"], step["in"] - step["out"], reasons))
         sections.append(("Funnel", [f"{funnel['input_rows']:,} rows in, {funnel['kept_rows']:,} kept."], rows, plots.get("funnel")))
+    if step_stats and step_stats.get("steps"):
+        sections.append(_steps_section(step_stats))
     if rejects["by_reason"]:
         rows = [("step", "reason", "rows", "examples (origin: detail)")]
         for (step, reason), n in sorted(rejects["by_reason"].items()):
@@ -133,40 +178,105 @@ def _sections(manifest: dict, funnel: dict | None, stats: dict, rejects: dict, p
                      [("column", "type")] + [(f.name, str(f.type)) for f in schema.SCHEMA], None))
     sections.append(("Loading", [
         "The shards are plain Parquet: `pyarrow.parquet.read_table`, `pandas.read_parquet`, DuckDB "
-        "`SELECT * FROM 'part-*.parquet'`, Spark `spark.read.parquet`, or "
-        "`datasets.load_dataset('parquet', data_files='part-*.parquet')`."
+        f"`SELECT * FROM '{SHARDS}'`, Spark `spark.read.parquet`, or "
+        f"`datasets.load_dataset('parquet', data_files='{SHARDS}')`.",
+        f"On the Hugging Face Hub: upload the folder as a dataset repository with `{CARD}/README.md` as its "
+        f"`README.md`; `datasets.load_dataset(REPO)` then reads the shards (config `default`) and "
+        f"`load_dataset(REPO, 'rejects')` the refused rows.",
     ], None, None))
     return sections
 
 
-def _front_matter(title: str, manifest: dict, stats: dict) -> str:
-    n = stats["rows"]
-    size = "n<1K" if n < 1_000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M" if n < 1_000_000 else "n>1M"
-    langs = sorted(l for l in stats["counts"]["lang"] if l != "unknown") or ["en"]
-    meta = {
-        "pretty_name": title,
-        "language": langs,
-        "license": "other",
-        "task_categories": ["image-to-text", "visual-question-answering"],
-        "size_categories": [size],
-        "tags": ["keyeforge", f"schema-v{schema.SCHEMA_VERSION}"],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "part-*.parquet"}]}],
-    }
+def _steps_section(step_stats: dict) -> tuple:
+    """Each step's time, whether its result was reused from an earlier run, its rows, and its own
+    statistics (nested ones flattened as `a.b: value`)."""
+    steps = step_stats["steps"]
+    rows = [("step", "seconds", "reused", "rows in", "rows out", "statistics")]
+    for step in steps:
+        rows.append((
+            step.get("step", "?"),
+            f"{step['seconds']:,.1f}" if "seconds" in step else "-",
+            "yes" if step.get("reused") else "no",
+            _readable(step["rows_in"]) if "rows_in" in step else "-",
+            _readable(step["rows_out"]) if "rows_out" in step else "-",
+            [f"{key}: {value}" for key, value in _flatten(step.get("stats") or {})] or "-",
+        ))
+    reused = sum(1 for step in steps if step.get("reused"))
+    summary = f"{len(steps)} step" + ("s" if len(steps) != 1 else "")
+    if step_stats.get("job"):
+        summary = f"Job `{step_stats['job']}`: " + summary
+    if "seconds" in step_stats:
+        summary += f" in {step_stats['seconds']:,.1f} s"
+    summary += f"; {reused} reused a result persisted by an earlier run with the same input and configuration."
+    return ("Steps", [summary], rows, None)
+
+
+def _flatten(stats: dict, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for key, value in stats.items():
+        if isinstance(value, dict) and value:
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", _readable(value)))
+    return out
+
+
+def _readable(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_readable(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in _flatten(value)) + "}"
+    return str(value)
+
+
+def hub_metadata(title: str, stats: dict, has_rejects: bool, license: str = "unknown") -> dict:
+    """The card's YAML metadata, in the Hub's dataset-card vocabulary."""
+    rows = stats["rows"]
+    # the Hub takes ISO 639 codes; rows whose language is unknown or not such a code are left out
+    langs = sorted(lang for lang in stats["counts"]["lang"] if re.fullmatch(r"[a-z]{2,3}", lang))
+    tasks = sorted({task for kind in stats["counts"]["kind"] for task in KIND_TASKS.get(kind, [])})
+    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": SHARDS}]}]
+    if has_rejects:
+        configs.append({"config_name": "rejects", "data_files": [{"split": "train", "path": REJECT_SHARDS}]})
+    meta = {"pretty_name": title, "license": license}
+    if langs:
+        meta["language"] = langs
+        meta["multilinguality"] = ["monolingual" if len(langs) == 1 else "multilingual"]
+    if tasks:
+        meta["task_categories"] = tasks
+    meta["size_categories"] = [next(name for below, name in SIZE_CATEGORIES if rows < below)]
+    meta["tags"] = ["keyeforge", f"schema-v{schema.SCHEMA_VERSION}"]
+    meta["configs"] = configs
+    return meta
+
+
+def _front_matter(metadata: dict) -> str:
     import yaml
 
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+    return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---\n\n"
 
 
-def _markdown(section: tuple) -> str:
+def _cell(value) -> str:
+    # a list is one cell with one item per line (a table row of its own would repeat the step)
+    return "<br>".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _markdown(section: tuple, image_prefix: str = "") -> str:
     heading, paragraphs, rows, image = section
     out = [f"## {heading}\n"] + [p + "\n" for p in paragraphs]
     if rows:
         out.append("| " + " | ".join(map(str, rows[0])) + " |")
         out.append("|" + "---|" * len(rows[0]))
-        out += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows[1:]]
+        out += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in r) + " |" for r in rows[1:]]
         out.append("")
     if image:
-        out.append(f"![{heading}]({image})\n")
+        out.append(f"![{heading}]({image_prefix}{image})\n")
     return "\n".join(out) + "\n"
 
 
@@ -184,12 +294,16 @@ def _html(title: str, sections: list[tuple]) -> str:
         body += [f"<p>{inline(p)}</p>" for p in paragraphs]
         if rows:
             head = "".join(f"<th>{html.escape(str(v))}</th>" for v in rows[0])
-            cells = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows[1:])
+            cells = "".join("<tr>" + "".join(f"<td>{_html_cell(v)}</td>" for v in r) + "</tr>" for r in rows[1:])
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
         if image:
             body.append(f'<img src="{image}" alt="{html.escape(heading)}">')
     style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}img{max-width:100%}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def _html_cell(value) -> str:
+    return "<br>".join(html.escape(str(v)) for v in value) if isinstance(value, list) else html.escape(str(value))
 
 
 def _plots(out: Path, stats: dict, funnel: dict | None) -> dict:

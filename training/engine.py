@@ -1,42 +1,34 @@
-"""The training engine: DeepSpeed around KeyeForConditionalGeneration, the step loop, checkpoints.
+"""The training engine: DeepSpeed around the model, and the one step loop every stage runs.
 
     engine = build_engine(model, cfg)                 # param groups, freezing, deepspeed.initialize
-    result = train(cfg, engine, pipeline, tokenizer)  # resume, steps, checkpoints, metrics, export
+    result = train(cfg, engine, pipeline, metrics)    # resume, steps, checkpoints, metrics, export
 
 One optimizer step on a rank = `cfg.micro_batches` packed sequences (gradient accumulation). The
-LM loss is normalised by the loss tokens of the whole step, all ranks and micro-steps together
+loss is normalised by the loss tokens of the whole step, all ranks and micro-steps together
 (training/losses.py says how that meets DeepSpeed's gradient averaging).
 
-Parts and freezing: `visual` (ViT), `projector` (`mlp_AR`), `llm` (`model` + `lm_head`). A part not
-in `cfg.train` gets requires_grad=False and is in no optimizer group, so it stays bit-identical;
-each trained part has its own groups with lr = cfg.optimizer.lr x lr_mult.<part> (biases and norm
-weights without weight decay). The schedule multiplies every group's base lr, so ratios hold.
+Parts and freezing: `visual` (ViT), `projector` (`mlp_AR`), `llm` (`model` + `lm_head`), or the
+parts a model names itself (`trainable_parts()`). A part not in `cfg.train` gets
+requires_grad=False and is in no optimizer group, so it stays bit-identical; each trained part has
+its own groups with lr = cfg.optimizer.lr x lr_mult.<part> (biases and norm weights without weight
+decay). The schedule multiplies every group's base lr, so ratios hold.
 
-Checkpoints (OUTPUT/checkpoints/step_N/): DeepSpeed's save_checkpoint (module, optimizer and its
-fp32 partitions; DeepSpeed writes these with torch.save and reads them back with
-torch.load(weights_only=False): files this run wrote, never data), plus side files without pickle:
-`trainer_rank{r}.json` (step, the data pipeline's state: reader cursor, packer buffer, counters;
-python's RNG state) and `rng_rank{r}.safetensors` (torch CPU/CUDA generator states), then
-`COMPLETE`, written last. A run whose output folder holds checkpoints resumes from the newest
-complete one on its own.
-
-Per step, rank 0 logs loss, lr, grad norm, tokens/s, samples/s, estimated MFU (train_flops over
-the device peak), padding fraction, rank imbalance (max / mean of the ranks' step FLOPs) and,
-with several data folders, the mixture drawn so far.
-
-Which sequences a rank runs each step comes from training/global_step.py: every rank draws
-micro_batches sequences, ranks exchange their costs, the Balancer moves sequences so that every
-rank runs the same number at about the same cost, and ranks whose data ended early are topped up
-by the others. rank_imbalance is logged as run and as it would have been without the balancer.
+The loop (`train`), per step: the step's sequences for this rank (training/global_step.py: every
+rank runs the same number, balanced by cost, topped up where a rank's data ended), the schedule's
+learning rate, the forward/backward/optimizer step, the step's metrics gathered over the ranks
+(training/step_metrics.py), the sample ids into the ledger, then a check: a non-finite loss or
+gradient norm stops the run (NonFiniteStepError) before anything of that step is logged or saved,
+so the newest complete checkpoint stays the last good one. Checkpoints (training/checkpoint.py)
+every `save_every` steps and at the end; a run whose output folder holds one resumes from the
+newest complete one on its own. Then the HF export.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import random
-import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -44,15 +36,16 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 
-from training.data.balance import exchange_costs
+from training.checkpoint import Checkpointer
 from training.data.cost import ModelDims, sequence_flops
 from training.export import export_hf
 from training.global_step import GlobalSteps
 from training.losses import global_count, micro_step_loss, sum_from_mean
+from training.metrics import Ledger
 from training.schedules import Schedule
 from training.stages import REPO, StageConfig
+from training.step_metrics import Mixture, StepMetrics
 
 log = logging.getLogger(__name__)
 
@@ -173,62 +166,6 @@ def set_lr(engine, schedule: Schedule, step: int) -> float:
     return max(g["lr"] for g in engine.optimizer.param_groups)
 
 
-# --- checkpoints --------------------------------------------------------------------------------------
-
-
-def _step_of(path: Path) -> int:
-    return int(path.name.split("_", 1)[1])
-
-
-def complete_checkpoints(output: Path) -> list[Path]:
-    root = output / "checkpoints"
-    found = [p for p in root.glob("step_*") if (p / "COMPLETE").is_file()] if root.is_dir() else []
-    return sorted(found, key=_step_of)
-
-
-def save_checkpoint(engine, output: Path, step: int, pipeline, keep: int) -> None:
-    rank, _ = rank_world()
-    root, tag = output / "checkpoints", f"step_{step}"
-    engine.save_checkpoint(str(root), tag=tag)
-    state = {"step": step, "data": pipeline.state_dict(), "python_random": _jsonable(random.getstate())}
-    (root / tag / f"trainer_rank{rank}.json").write_text(json.dumps(state))
-    rng = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["torch_cuda"] = torch.cuda.get_rng_state()
-    save_file(rng, str(root / tag / f"rng_rank{rank}.safetensors"))
-    if dist.is_initialized():
-        dist.barrier()
-    if rank == 0:
-        (root / tag / "COMPLETE").write_text(str(step))
-        for old in complete_checkpoints(output)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def load_checkpoint(engine, path: Path, pipeline) -> int:
-    rank, _ = rank_world()
-    loaded, _ = engine.load_checkpoint(str(path.parent), tag=path.name)
-    if loaded is None:
-        raise RuntimeError(f"DeepSpeed could not load the checkpoint {path}")
-    state = json.loads((path / f"trainer_rank{rank}.json").read_text())
-    pipeline.load_state_dict(state["data"])
-    random.setstate(_tupled(state["python_random"]))
-    rng = load_file(str(path / f"rng_rank{rank}.safetensors"))
-    torch.set_rng_state(rng["torch_cpu"])
-    if "torch_cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["torch_cuda"])
-    return int(state["step"])
-
-
-def _jsonable(value):
-    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _tupled(value):
-    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
-
-
 # --- the loop -----------------------------------------------------------------------------------------
 
 
@@ -284,29 +221,61 @@ def train_step(engine, micro: list, world: int) -> tuple[float, int]:
     return step_sum, global_tokens
 
 
-def train(cfg: StageConfig, engine, pipeline, metrics, tokenizer=None, peak_flops: float | None = None,
-          source_names: list[str] | None = None, cost=None, ledger=None) -> TrainResult:
-    """Resume if OUTPUT holds a complete checkpoint, run to cfg.max_steps, checkpoint, export.
+def global_grad_norm(engine) -> float | None:
+    """DeepSpeed's gradient norm of the last optimizer step (None where it computes none)."""
+    norm = engine.get_global_grad_norm()
+    return None if norm is None else float(norm)
 
-    cost(batch) -> FLOPs of training on one packed sequence (default: the VLM's cost model); it
-    drives the balancer and the MFU estimate. ledger: a metrics.Ledger of the sample ids trained."""
-    output, (rank, world) = cfg.output_dir, rank_world()
-    total = cfg.schedule.total_steps or cfg.max_steps
-    schedule = Schedule(cfg.schedule.name, cfg.schedule.warmup_steps, total, cfg.schedule.min_lr_ratio)
+
+class NonFiniteStepError(RuntimeError):
+    """A step whose loss or gradient norm is not a finite number: the run stops at it, naming the
+    step, its samples (as the ledger lists them) and the checkpoint a restart resumes from."""
+
+    def __init__(self, step: int, record: StepMetrics, sample_ids: list[str], rank: int, last_good: Path | None):
+        self.step, self.record, self.sample_ids, self.last_good = step, record, sample_ids, last_good
+        norm = record.grad_norm
+        if norm is None:
+            norm_text = "not computed"
+        elif math.isfinite(norm) and norm >= 0:
+            norm_text = f"{norm:.4g}"
+        else:
+            norm_text = f"not finite (DeepSpeed reports {norm:g})"
+        resume = f"the newest complete checkpoint is still {last_good}" if last_good else "no checkpoint exists yet"
+        super().__init__(
+            f"step {step}: loss {record.loss:g}, gradient norm {norm_text}: stopped instead of training on it. "
+            f"Samples of step {step} on rank {rank} (ledger/rank{rank}.jsonl): {', '.join(sample_ids)}. "
+            f"Nothing of step {step} was saved; {resume}."
+        )
+
+
+def train(cfg: StageConfig, engine, pipeline, metrics, tokenizer=None, peak_flops: float | None = None,
+          source_names: list[str] | None = None, cost=None, ledger: Ledger | None = None) -> TrainResult:
+    """Resume if OUTPUT holds a complete checkpoint, run to cfg.max_steps (or the end of the data),
+    checkpoint, export.
+
+    metrics: a metrics.MetricsWriter; ledger: a metrics.Ledger of the sample ids trained (None:
+    none kept); cost(batch) -> FLOPs of training on one packed sequence (default: the VLM's cost
+    model), which drives the balancer and the MFU estimate; source_names: the data folders' names
+    for the logged mixture."""
+    (rank, world), output = rank_world(), cfg.output_dir
+    schedule = Schedule(cfg.schedule.name, cfg.schedule.warmup_steps, cfg.schedule.total_steps or cfg.max_steps,
+                        cfg.schedule.min_lr_ratio)
     if cost is None:
         dims = model_dims(engine.module.config)
-        cost = lambda batch: train_flops([batch], dims)
-    latest = complete_checkpoints(output)
-    step = start = load_checkpoint(engine, latest[-1], pipeline) if latest else 0
-    if latest:
-        log.info("resumed from %s at step %d", latest[-1], step)
-        metrics.resume_at(step)
-        if ledger is not None:
-            ledger.resume_at(step)
+        cost = lambda batch: train_flops([batch], dims)  # noqa: E731
+    ledger = ledger or Ledger(output, rank, enabled=False)
+    checkpoints = Checkpointer(output, every=cfg.save_every, keep=cfg.keep_checkpoints)
+
+    step = start = checkpoints.resume(engine, pipeline)
+    if start:
+        log.info("resumed from %s at step %d", checkpoints.newest(), start)
+        metrics.resume_at(start)  # what a killed run logged past its checkpoint is run again
+        ledger.resume_at(start)
     steps = GlobalSteps(pipeline, cfg.micro_batches, cost, balance=cfg.balance, rank=rank, world=world)
-    loss_value, mix = None, {}
+    mixture = Mixture(source_names or [])
+    record = None
     while step < cfg.max_steps:
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         plan = steps.next()
         if plan is None:
             log.info("data ended after step %d", step)  # a finite run (epochs=n)
@@ -314,42 +283,20 @@ def train(cfg: StageConfig, engine, pipeline, metrics, tokenizer=None, peak_flop
         lr = set_lr(engine, schedule, step)
         step_sum, global_tokens = train_step(engine, plan.mine, world)
         step += 1
-        seconds = time.perf_counter() - t0
-        micro = plan.mine
-        per_rank = exchange_costs([sum(b.real_tokens for b in micro), sum(b.max_tokens for b in micro),
-                                   sum(len(b.sample_ids) for b in micro), sum(b.padding_tokens for b in micro),
-                                   step_sum])
-        totals = [sum(r[i] for r in per_rank) for i in range(5)]
-        loss_value = totals[4] / global_tokens
-        for b in micro:
-            for coord in b.coords:
-                mix[coord.source] = mix.get(coord.source, 0) + 1
-        grad_norm = engine.get_global_grad_norm()
-        values = {
-            "loss": loss_value,
-            "lr": lr,
-            "grad_norm": float(grad_norm) if grad_norm is not None else None,
-            "loss_tokens": global_tokens,
-            "tokens_per_s": totals[0] / seconds,
-            "samples_per_s": totals[2] / seconds,
-            "step_seconds": seconds,
-            "padding_fraction": totals[3] / totals[1],
-            "rank_imbalance": plan.imbalance,
-            "rank_imbalance_unbalanced": plan.imbalance_unbalanced,
-            "mfu": sum(plan.loads) / seconds / (peak_flops * world) if peak_flops else None,
-        }
-        if plan.dropped_sequences:
-            values.update(dropped_sequences=plan.dropped_sequences, dropped_samples=plan.dropped_samples)
-        if source_names and len(source_names) > 1:  # the mixture as drawn so far (this rank)
-            seen = sum(mix.values())
-            values.update({f"mix/{source_names[s]}": n / seen for s, n in sorted(mix.items())})
-        metrics.log(step, values)
-        if ledger is not None:
-            ledger.log(step, plan.mine, plan.owners)
-        if step < cfg.max_steps and cfg.save_every and step % cfg.save_every == 0:
-            save_checkpoint(engine, output, step, pipeline, cfg.keep_checkpoints)
+        seconds = time.perf_counter() - started
+        mixture.add(plan.mine)
+        record = StepMetrics.gather(plan, step_sum, global_tokens, lr, global_grad_norm(engine), seconds, peak_flops,
+                                    world, mixture)
+        ledger.log(step, plan.mine, plan.owners)
+        if not record.finite:  # every rank holds the same record: all stop at this step
+            ids = [i for batch in plan.mine for i in batch.sample_ids]
+            raise NonFiniteStepError(step, record, ids, rank, checkpoints.newest())
+        metrics.log(step, record.values())
+        if checkpoints.due(step, cfg.max_steps):
+            checkpoints.save(engine, step, pipeline)
+
     if step > start:
-        save_checkpoint(engine, output, step, pipeline, cfg.keep_checkpoints)
+        checkpoints.save(engine, step, pipeline)
     folder = export_hf(engine, output / "export", tokenizer) if cfg.export else None
-    return TrainResult(start, step, loss_value, folder, engine, dropped_sequences=steps.dropped_sequences,
-                       dropped_samples=steps.dropped_samples)
+    return TrainResult(start, step, record.loss if record else None, folder, engine,
+                       dropped_sequences=steps.dropped_sequences, dropped_samples=steps.dropped_samples)

@@ -9,7 +9,8 @@ Settings: configs/stages/NAME.yaml, then key=value overrides (`--print-config` s
 see training/stages.py for every key). Writes OUTPUT/metrics.jsonl, OUTPUT/tensorboard/,
 OUTPUT/checkpoints/ (the run resumes from the newest complete one when started again),
 OUTPUT/export/ (HF folder, safetensors), OUTPUT/ledger/ (the sample ids of every step, per rank)
-and OUTPUT/report.md.
+and OUTPUT/report.md. A step whose loss or gradient norm is not finite stops the run with a
+message naming the step and its sample ids; its checkpoints end at the last good step.
 
 Processes: one process on the CPU or one GPU as it is; with several local GPUs, `num_gpus=N`, or
 a hostfile, this command starts itself again under the DeepSpeed launcher (one process per GPU;
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curation.config import ConfigError, to_yaml
-from training.data.manifest import ShardFolderError
+from curation.schema.manifest import OutputFolderError
 from training.stages import REPO, StageConfig, load_stage
 
 log = logging.getLogger("training.launch")
@@ -110,7 +111,7 @@ def run(cfg: StageConfig):
     """Build everything from the config and train; returns the engine's TrainResult."""
     import torch
 
-    from training.engine import build_engine, init_distributed, rank_world, train
+    from training.engine import NonFiniteStepError, build_engine, init_distributed, rank_world, train
     from training.metrics import Ledger, MetricsWriter, device_peak_flops
     from training.processor import load_tokenizer
 
@@ -135,6 +136,10 @@ def run(cfg: StageConfig):
     names = [Path(d).name for d in cfg.data]
     try:
         result = train(cfg, engine, pipeline, metrics, tokenizer, peak, names, cost=cost, ledger=ledger)
+    except NonFiniteStepError as error:
+        if rank == 0:
+            (output / "report.md").write_text(f"# Training run: stage {cfg.stage}\n\n- stopped: {error}\n")
+        raise
     finally:
         metrics.close()
         ledger.close()
@@ -183,9 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = relaunch_command(cfg, argv)
     if command:
         return subprocess.call(command)
+    from training.engine import NonFiniteStepError
+
     try:
         result = run(cfg)
-    except (ConfigError, ShardFolderError) as exc:  # a wrong setting or data folder: the message, no traceback
+    except (ConfigError, OutputFolderError, NonFiniteStepError) as exc:  # the message says it all: no traceback
         raise SystemExit(f"training.launch: {exc}") from None
     if os.environ.get("RANK", "0") != "0":
         return 0

@@ -19,16 +19,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # the label of a position without loss (prompts, padding, vision tokens): torch's default
 
 
-def token_sum_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(sum of next-token cross-entropy over targets != -100, number of such targets); fp32.
-    `targets` are already shifted (targets[i] is what position i predicts)."""
-    logits = logits.reshape(-1, logits.shape[-1]).float()
+def token_sum_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of next-token cross-entropy over targets != IGNORE_INDEX, number of such targets as an
+    int64 tensor). `targets` are already shifted (targets[i] is what position i predicts). Half
+    precision logits are upcast to float32; float32 and float64 stay as they are."""
+    logits = logits.reshape(-1, logits.shape[-1])
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     targets = targets.reshape(-1)
     total = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total, int((targets != IGNORE_INDEX).sum())
+    return total, (targets != IGNORE_INDEX).sum()
 
 
 def sum_from_mean(mean_loss: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from curation.config import ConfigError, job_config
-from training.data.manifest import file_sha256
+from curation.schema.manifest import file_sha256
 
 log = logging.getLogger("training.merge")
 

@@ -52,9 +52,9 @@ from curation.schema import (
     VIDEO_MIN_FRAMES,
     smart_resize,
 )
+from training.losses import IGNORE_INDEX
 from training.model.rope import get_rope_index
 
-IGNORE_INDEX = -100
 DEFAULT_SYSTEM = "You are a helpful assistant."
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)

@@ -1,4 +1,5 @@
-"""Cost model (hand-computed on a tiny config) and the balancer (partitions, bounds, torch.distributed)."""
+"""Cost model (hand-computed on a tiny config) and the balancer (partitions, bounds, the all-gather
+over torch.distributed)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ import pytest
 from curation import schema
 from training.data import (
     Assignment,
-    Balancer,
     ModelDims,
     SampleShape,
+    all_gather_lists,
     balance_costs,
-    exchange_costs,
     greedy_lpt,
     karmarkar_karp,
-    plan_global_step,
 )
 from training.data.balance import improve_by_swaps
 from training.data.cost import (
@@ -173,35 +172,30 @@ def test_fewer_sequences_than_ranks_is_refused():
         balance_costs([1.0, 2.0], 3)
 
 
-def test_exchange_without_a_process_group_is_local():
-    assert exchange_costs([1, 2.5]) == [[1.0, 2.5]]
-    mine, plan = plan_global_step([3.0, 1.0, 2.0])
-    assert mine == [(0, 0), (0, 1), (0, 2)] and plan.loads == (6.0,)
-    sequences = [[SampleShape(3, ((1, 2, 2),)), SampleShape(2)], [SampleShape(5)]]
-    mine, plan = Balancer(TINY).plan(sequences)
-    assert mine == [(0, 0), (0, 1)] and plan.loads == (944 + 192 + llm_flops(5, TINY),)
+def test_gather_without_a_process_group_is_local():
+    assert all_gather_lists([1, 2.5]) == [[1.0, 2.5]]
+    assert all_gather_lists([3, 4], integers=True) == [[3, 4]]
 
 
 def _distributed_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    local = [[5.0, 1.0, 1.0, 1.0], [4.0]][rank]  # uneven counts: the padding path
-    gathered = exchange_costs(local)
-    mine, plan = plan_global_step(local)
+    local = [[5.0, 1.0, 1.0], [4.0]][rank]  # uneven counts: the padding path
+    gathered = all_gather_lists(local)
+    plan = balance_costs([c for costs in gathered for c in costs], world_size, per_rank=2)
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump({"gathered": gathered, "mine": mine, "loads": list(plan.loads)}, f)
+        json.dump({"gathered": gathered, "ranks": plan.ranks, "loads": list(plan.loads)}, f)
     dist.destroy_process_group()
 
 
-def test_ranks_exchange_costs_and_agree_on_the_plan(tmp_path):
+def test_ranks_gather_costs_and_agree_on_the_plan(tmp_path):
     import torch.multiprocessing as mp
 
     mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for result in results:
-        assert result["gathered"] == [[5.0, 1.0, 1.0, 1.0], [4.0]]
-    # same plan everywhere: the two ranks' lists partition the 5 sequences, costs 12 -> 6/6
-    runs = [tuple(x) for result in results for x in result["mine"]]
-    assert sorted(runs) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)]
-    assert results[0]["loads"] == results[1]["loads"] and sorted(results[0]["loads"]) == [6.0, 6.0]
+        assert result["gathered"] == [[5.0, 1.0, 1.0], [4.0]]
+    # the same plan on every rank from the same numbers: 2 sequences each, costs 11 -> 6/5
+    assert results[0]["ranks"] == results[1]["ranks"] and results[0]["loads"] == results[1]["loads"]
+    assert sorted(results[0]["loads"]) == [5.0, 6.0] and all(len(r) == 2 for r in results[0]["ranks"])

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_helpers import assert_same_training, run_ranks
+from keye_helpers import tiny, training_rows, write_shards
 from safetensors.torch import load_file
-from test_engine import tiny, training_rows, write_shards
-from test_global_step import run_ranks
 
 REPO = Path(__file__).resolve().parents[2]
 COMMON = ("max_tokens=192", "packer_buffer=8", "shuffle_buffer=8", "schedule.name=constant", "optimizer.grad_clip=0")
@@ -93,10 +93,10 @@ def test_two_ranks_balanced_to_the_end_equal_one_process(tmp_path, folder):
     for p0, p1 in zip(*plans):
         train_step(engine, p0.mine + p1.mine, world=1)
     two = load_file(str(out / "export" / "model.safetensors"))
-    one = engine.module.state_dict()
-    assert not torch.equal(one["lm_head.weight"], tiny().lm_head.weight)
-    for name, value in one.items():
-        torch.testing.assert_close(two[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    one, start = engine.module.state_dict(), tiny().state_dict()
+    assert not torch.equal(one["lm_head.weight"], start["lm_head.weight"])
+    # several SGD steps: equal up to float32 summation order, the update-derived bound of engine_helpers
+    assert_same_training(two, one, start)
 
 
 def test_sigkill_then_restart_resumes_exactly(tmp_path, folder):

@@ -1,64 +1,17 @@
 """training/global_step.py: every rank runs the same number of sequences, the balancer evens their
 cost, ranks whose data ended early are topped up, and nothing is lost without being counted.
 
-Several ranks run here as threads of one process with an in-process all-gather (`ThreadWorld`),
+Several ranks run here as threads of one process with an in-process all-gather (engine_helpers.ThreadWorld),
 over the real GlobalSteps code; the multi-process run with DeepSpeed is in test_distributed.py."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import pytest
+from engine_helpers import run_ranks
 
 from training.global_step import GlobalSteps, assign, extra_draws
-
-
-class ThreadWorld:
-    """An all-gather between threads: each rank posts its lists, all wait, all read everyone's."""
-
-    def __init__(self, world: int):
-        self.world = world
-        self.barrier = threading.Barrier(world)
-        self.posted: list = [None] * world
-
-    def exchange_for(self, rank: int):
-        def exchange(ints, floats):
-            self.posted[rank] = (list(ints), list(floats))
-            self.barrier.wait()
-            gathered = ([p[0] for p in self.posted], [p[1] for p in self.posted])
-            self.barrier.wait()  # nobody posts the next round before all have read this one
-            return gathered
-
-        return exchange
-
-
-def run_ranks(world: int, make_steps, steps: int | None = None) -> list[list]:
-    """Run `make_steps(rank, exchange)` GlobalSteps on `world` threads; plans per rank until the end."""
-    sim = ThreadWorld(world)
-    plans: list[list] = [[] for _ in range(world)]
-    errors = []
-
-    def body(rank):
-        try:
-            gs = make_steps(rank, sim.exchange_for(rank))
-            while steps is None or len(plans[rank]) < steps:
-                plan = gs.next()
-                if plan is None:
-                    break
-                plans[rank].append(plan)
-        except BaseException as error:  # surfaced below; an abort stops the other ranks waiting
-            errors.append(error)
-            sim.barrier.abort()
-
-    threads = [threading.Thread(target=body, args=(r,)) for r in range(world)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    if errors:
-        raise errors[0]
-    return plans
 
 
 @dataclass

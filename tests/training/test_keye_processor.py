@@ -12,7 +12,8 @@ from keye_helpers import png, reference_file, video_entry
 from PIL import Image
 
 from curation import schema
-from training.processor import IGNORE_INDEX, KEYE_SPECIAL_TOKENS, KeyeProcessor
+from training.losses import IGNORE_INDEX
+from training.processor import KEYE_SPECIAL_TOKENS, KeyeProcessor
 
 m = schema.message
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine import tiny, training_rows, write_shards
+from keye_helpers import tiny, training_rows, write_shards
 
 from curation.config import ConfigError
 from training.stages import PARTS, STAGES_DIR, TASK_PARTS, load_stage

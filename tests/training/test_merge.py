@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from keye_helpers import tiny
 from safetensors.torch import load_file, save_file
-from test_engine import tiny
 
 from curation.config import ConfigError, load
 from training.merge import MergeConfig, MergeError, main, merge

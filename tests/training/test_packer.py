@@ -10,7 +10,6 @@ import torch
 
 from curation import schema
 from training.data.packer import (
-    IGNORE_INDEX,
     NO_LOSS_TOKENS,
     TOO_LONG,
     Packer,
@@ -19,6 +18,7 @@ from training.data.packer import (
     saved_keys,
     vision_cu_seqlens,
 )
+from training.losses import IGNORE_INDEX
 
 
 def reference_ffd(lengths: dict[int, int], capacity: int) -> list[list[int]]:

@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import torch
-from keye_helpers import png, video_entry
+from keye_helpers import png, video_entry, write_shard_folder
 
 from curation import schema
 from training.data import DataPipeline, ShardReader
-from training.data.packer import IGNORE_INDEX, NO_LOSS_TOKENS, TOO_LONG
+from training.data.packer import NO_LOSS_TOKENS, TOO_LONG
 from training.data.pipeline import UNPROCESSABLE
+from training.losses import IGNORE_INDEX
 
 MAX_TOKENS = 160
-
-
-def write_shards(folder: Path, rows: list[dict], shards: int, row_group_rows: int) -> None:
-    """A complete output folder (shards + _manifest.json) holding these rows."""
-    folder.mkdir(parents=True)
-    per = -(-len(rows) // shards)
-    entries = []
-    for s in range(shards):
-        path = folder / f"part-{s:05d}.parquet"
-        part = rows[s * per : (s + 1) * per]
-        pq.write_table(schema.rows_to_table(part), path, row_group_size=row_group_rows)
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        entries.append({"path": path.name, "rows": len(part), "bytes": len(data), "sha256": digest})
-    manifest = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "rows": len(rows),
-        "bytes": sum(e["bytes"] for e in entries),
-        "shards": entries,
-        "config": {},
-        "code_version": "test",
-    }
-    (folder / "_manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +47,8 @@ def shard_rows(tmp_path_factory):
     rows[5:5] = [special["long_text"], special["big_image"]]
     rows[20:20] = [special["broken_image"], special["prompt_only"]]
     folder = tmp_path_factory.mktemp("pipeline") / "mixed"
-    write_shards(folder, rows, shards=2, row_group_rows=6)
+    half = -(-len(rows) // 2)
+    write_shard_folder(folder, [rows[:half], rows[half:]], row_group_rows=6)
     return folder, rows, {name: row["id"] for name, row in special.items()}
 
 
@@ -160,7 +136,7 @@ def test_restored_pipeline_yields_the_same_next_batches_bit_for_bit(shard_rows, 
 def test_a_sequence_is_rebuilt_from_its_coordinates(shard_rows, processor):
     folder, _, _ = shard_rows
     batches = list(make_pipeline(folder, processor, epochs=1))
-    other_rank = make_pipeline(folder, processor, epochs=1)  # e.g. the rank the Balancer moved it to
+    other_rank = make_pipeline(folder, processor, epochs=1)  # e.g. the rank the balancer moved it to
     for batch in (batches[0], batches[-1]):
         rebuilt = other_rank.rebuild(batch.coords)
         batch.skipped = {}  # skips are reported once, by the pipeline that read the rows

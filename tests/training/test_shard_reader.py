@@ -2,45 +2,30 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from keye_helpers import write_shard_folder
 
 from curation import schema
-from training.data import RowCoord, ShardFolderError, ShardReader
+from curation.schema.manifest import OutputFolderError
+from training.data import RowCoord, ShardReader
 
 
 def write_folder(folder: Path, name: str, shard_rows: list[int], row_group_rows: int = 4) -> list[list[dict]]:
     """A complete output folder of text rows; returns the rows per shard as written."""
-    folder.mkdir(parents=True)
     m = schema.message
-    shards, entries, n = [], [], 0
-    for s, rows in enumerate(shard_rows):
-        shard = [
+    shards, n = [], 0
+    for rows in shard_rows:
+        shards.append([
             schema.make_row(name, "text", [m("user", f"{name} question {n + i}"), m("assistant", "answer " * (i % 5))])
             for i in range(rows)
-        ]
+        ])
         n += rows
-        path = folder / f"part-{s:05d}.parquet"
-        pq.write_table(schema.rows_to_table(shard), path, row_group_size=row_group_rows)
-        data = path.read_bytes()
-        entries.append(
-            {"path": path.name, "rows": rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        )
-        shards.append(shard)
-    manifest = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "rows": n,
-        "bytes": sum(e["bytes"] for e in entries),
-        "shards": entries,
-        "config": {},
-        "code_version": "test",
-    }
-    (folder / "_manifest.json").write_text(json.dumps(manifest))
+    write_shard_folder(folder, shards, row_group_rows)
     return shards
 
 
@@ -203,23 +188,23 @@ def test_read_rows_fetches_by_coordinate(folders):
 
 
 def test_bad_folders_are_refused_with_a_reason(tmp_path, folders):
-    with pytest.raises(ShardFolderError, match="no _manifest.json"):
+    with pytest.raises(OutputFolderError, match="no _manifest.json"):
         ShardReader([tmp_path])
     write_folder(tmp_path / "old", "old", [5])
     manifest = json.loads((tmp_path / "old" / "_manifest.json").read_text())
     (tmp_path / "old" / "_manifest.json").write_text(json.dumps({**manifest, "schema_version": 0}))
-    with pytest.raises(ShardFolderError, match="schema version 0"):
+    with pytest.raises(OutputFolderError, match="schema version 0"):
         ShardReader([tmp_path / "old"])
     write_folder(tmp_path / "bad", "bad", [5])
     manifest = json.loads((tmp_path / "bad" / "_manifest.json").read_text())
     manifest["shards"][0]["sha256"] = "0" * 64
     (tmp_path / "bad" / "_manifest.json").write_text(json.dumps(manifest))
     ShardReader([tmp_path / "bad"])  # checksums are only read when asked for
-    with pytest.raises(ShardFolderError, match="sha256"):
+    with pytest.raises(OutputFolderError, match="sha256"):
         ShardReader([tmp_path / "bad"], verify_checksums=True)
     manifest["shards"][0]["rows"] = 6
     (tmp_path / "bad" / "_manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ShardFolderError, match="holds 5 rows"):
+    with pytest.raises(OutputFolderError, match="holds 5 rows"):
         ShardReader([tmp_path / "bad"])
     with pytest.raises(ValueError, match="fewer than the 14 ranks"):
         ShardReader([folders["b"][0]], rank=0, world_size=14)

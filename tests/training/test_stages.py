@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from keye_helpers import png
-from test_engine import changed, parts_state, tiny, training_rows, write_shards
+from keye_helpers import changed, parts_state, png, tiny, training_rows, write_shards
 
 from curation import schema
 from training.stages import STAGES_DIR, load_stage

@@ -3,16 +3,14 @@ with plain AdamW and through DeepSpeed (CPU, gloo, one process)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
 
-import pyarrow.parquet as pq
 import pytest
 import torch
-from keye_helpers import png, video_entry
+from keye_helpers import changed, parts_state, png, video_entry, write_shards
 
 from curation import schema
 
@@ -21,25 +19,6 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().paren
 CAPTIONS = 10
 MAX_TEXT_TOKENS = 16
 m = schema.message
-
-
-def write_shards(folder: Path, rows: list[dict], row_group_rows: int = 4) -> Path:
-    """A complete shard folder (one shard + _manifest.json) holding these rows."""
-    folder.mkdir(parents=True)
-    path = folder / "part-00000.parquet"
-    pq.write_table(schema.rows_to_table(rows), path, row_group_size=row_group_rows)
-    data = path.read_bytes()
-    entry = {"path": path.name, "rows": len(rows), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    manifest = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "rows": len(rows),
-        "bytes": len(data),
-        "shards": [entry],
-        "config": {},
-        "code_version": "test",
-    }
-    (folder / "_manifest.json").write_text(json.dumps(manifest))
-    return folder
 
 
 def caption_rows(n: int = CAPTIONS) -> list[dict]:
@@ -90,13 +69,13 @@ SKIPPED_ROWS = {
 
 @pytest.fixture(scope="module")
 def captions_folder(tmp_path_factory):
-    return write_shards(tmp_path_factory.mktemp("vit") / "captions", caption_rows())
+    return write_shards(tmp_path_factory.mktemp("vit") / "captions", caption_rows(), row_group_rows=4)
 
 
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory):
     rows = [row for rows in SKIPPED_ROWS.values() for row in rows] + caption_rows(6)  # read in this order
-    return write_shards(tmp_path_factory.mktemp("vit") / "mixed", rows)
+    return write_shards(tmp_path_factory.mktemp("vit") / "mixed", rows, row_group_rows=4)
 
 
 def stage(*more: str):
@@ -117,17 +96,6 @@ def pipeline(folder: Path, tokenizer, processor, batch_size: int = 4, epochs: in
 
     reader = ShardReader([folder], seed=0, buffer_size=4 if shuffle else 1, shuffle=shuffle, epochs=epochs)
     return ContrastivePipeline(reader, tokenizer, processor, batch_size=batch_size, max_text_tokens=MAX_TEXT_TOKENS)
-
-
-def parts_state(model) -> dict[str, dict[str, torch.Tensor]]:
-    return {
-        part: {f"{i}.{n}": p.detach().clone() for i, mod in enumerate(mods) for n, p in mod.named_parameters()}
-        for part, mods in model.trainable_parts().items()
-    }
-
-
-def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:
-    return any(not torch.equal(before[k], after[k]) for k in before)
 
 
 # --- model ----------------------------------------------------------------------------------------------
@@ -222,7 +190,7 @@ def test_caption_embedding_does_not_depend_on_the_batch(tmp_path, tokenizer, pro
     model = tiny_vit().eval()
     texts = ["a cat", "a very long caption about many things that goes on and on and on past the limit", "hi"]
     rows = [schema.caption_row("t", png(56, 56, i), text) for i, text in enumerate(texts)]
-    folder = write_shards(tmp_path / "three", rows)
+    folder = write_shards(tmp_path / "three", rows, row_group_rows=4)
     batch = next(pipeline(folder, tokenizer, processor, epochs=1, shuffle=False))
     ids, mask = batch.inputs["input_ids"], batch.inputs["attention_mask"]
     assert ids.shape == (3, MAX_TEXT_TOKENS) and batch.truncated == 1
@@ -276,7 +244,7 @@ def test_pipeline_resumes_at_the_exact_next_batch(tokenizer, processor, captions
         for key in want.inputs:
             assert torch.equal(got.inputs[key], want.inputs[key]), key
     assert resumed.totals == first.totals
-    # another rank makes the same batch from its row coordinates (the Balancer moving it)
+    # another rank makes the same batch from its row coordinates (the balancer moving it)
     other = pipeline(captions_folder, tokenizer, processor, batch_size=3)
     rebuilt = other.rebuild([list(c) for c in expected[0].coords])
     assert rebuilt.sample_ids == expected[0].sample_ids and other.totals == {}

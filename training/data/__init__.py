@@ -1,39 +1,28 @@
-"""The trainer's data path: shard folders -> ShardReader -> (Processor, Packer) -> Balancer.
+"""The trainer's data path: shard folders -> ShardReader -> (Processor, Packer) -> DataPipeline.
 
-reader.py    ShardReader: rank-disjoint, weighted-mix, seeded-shuffle, resumable rows
-manifest.py  reading a curation output folder's manifest (training imports no curation.writer)
+reader.py    ShardReader: rank-disjoint, weighted-mix, seeded-shuffle, resumable rows (folders are
+             read through curation.schema.manifest, the one manifest module)
 cost.py      FLOPs of a sample / packed sequence (ViT + projector + LLM) for load balancing
-balance.py   assigning a global step's packed sequences to data-parallel ranks
+balance.py   assigning a global step's packed sequences to data-parallel ranks (training/global_step.py
+             decides each step with it)
+packer.py    whole samples into sequences of max_tokens
+pipeline.py  reader -> processor -> packer, with a resumable state
 """
 
-from .balance import (
-    Assignment,
-    Balancer,
-    balance_costs,
-    exchange_costs,
-    greedy_lpt,
-    karmarkar_karp,
-    plan_global_step,
-)
+from .balance import Assignment, all_gather_lists, balance_costs, greedy_lpt, karmarkar_karp
 from .cost import ModelDims, SampleShape, sample_flops, sample_shape, sequence_flops
-from .manifest import ShardFolderError, list_shards, read_manifest
 from .reader import RowCoord, ShardReader
 
 __all__ = [
     "Assignment",
-    "Balancer",
     "ModelDims",
     "RowCoord",
     "SampleShape",
-    "ShardFolderError",
     "ShardReader",
+    "all_gather_lists",
     "balance_costs",
-    "exchange_costs",
     "greedy_lpt",
     "karmarkar_karp",
-    "list_shards",
-    "plan_global_step",
-    "read_manifest",
     "sample_flops",
     "sample_shape",
     "sequence_flops",

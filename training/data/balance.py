@@ -1,29 +1,24 @@
-"""Balancer: spread one global step's packed sequences over data-parallel ranks by estimated cost.
+"""Spreading one global step's packed sequences over data-parallel ranks by estimated cost.
 
 Each global step every rank has packed some sequences; their costs (cost.py: ViT + LLM FLOPs)
-differ several-fold, and a synchronous step lasts as long as its most loaded rank. So:
-
-    all_costs = exchange_costs(my_costs)            # all-gather of floats only, never the data
-    plan = balance_costs(flatten(all_costs), world_size)  # identical on every rank: same input, same code
-    -> this rank runs the sequences plan.ranks[rank] names
-
-`plan_global_step` does the three lines and returns which (owner rank, local index) sequences this
-rank runs. A sequence owned by another rank is fetched by its row coordinates
-(`ShardReader.read_rows`), so what crosses the network is costs and coordinates, not pixels.
+differ several-fold, and a synchronous step lasts as long as its most loaded rank. The ranks
+all-gather the costs (`all_gather_lists`: numbers, never the data) and each computes the same
+assignment from the same numbers (`balance_costs`), so no rank has to broadcast it. Which rank
+runs what, and fetching a sequence read by another rank, is training/global_step.py's job.
 
 Partitioning: greedy LPT (longest first, each to the least loaded rank; max load <= 4/3 optimum)
 and Karmarkar-Karp largest differencing for k-way partitions (usually closer to the mean when
 sequences are few per rank); `balance_costs` runs both, keeps the lower maximum, then improves it
 with single moves/swaps off the most loaded rank (`improve_by_swaps`).
 
-Counts per rank: free (`balance_costs(costs, k)`: ranks may get different numbers of sequences;
-the balance is of cost) or equal (`balance_costs(costs, k, per_rank=m)`: every rank runs exactly m,
-LPT into ranks with room, then swaps only). The trainer uses equal counts: ZeRO-2 and -3
-reduce-scatter gradients in every backward pass, so ranks must run the same number of micro-steps
-or their collectives stop matching and the step hangs (free counts would only suit ZeRO-0/1, which
-reduce once at the accumulation boundary). bench/balance.py reports both. In either mode a rank
-needs at least one sequence (an idle rank never reaches the reduction), and the loss is normalised
-by the global number of loss tokens, so a token weighs the same on whichever rank it runs.
+Counts per rank: equal (`balance_costs(costs, k, per_rank=m)`: every rank runs exactly m, LPT
+into ranks with room, then swaps only) is what the trainer runs: ZeRO-2 and -3 reduce-scatter
+gradients in every backward pass, so ranks must run the same number of micro-steps or their
+collectives stop matching and the step hangs. Free counts (`balance_costs(costs, k)`: ranks may
+get different numbers of sequences) would only suit ZeRO-0/1; bench/balance.py reports both, to
+show what the equal-count constraint costs. A rank needs at least one sequence (an idle rank never
+reaches the reduction), and the loss is normalised by the global number of loss tokens, so a token
+weighs the same on whichever rank it runs.
 """
 
 from __future__ import annotations
@@ -33,8 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from .cost import KEYE_VL_8B, ModelDims, SampleShape, sequence_flops
 
 
 @dataclass(frozen=True)
@@ -266,44 +259,3 @@ def all_gather_lists(values: Sequence[float], integers: bool = False, group=None
     gathered = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(gathered, padded, group=group)
     return [g[: int(c.item())].cpu().tolist() for g, c in zip(gathered, counts)]
-
-
-def exchange_costs(local_costs: Sequence[float], group=None) -> list[list[float]]:
-    """Every rank's cost list, in rank order, on every rank (a list of one list without a process group)."""
-    return all_gather_lists(local_costs, group=group)
-
-
-def plan_global_step(
-    local_costs: Sequence[float], group=None, method: str = "best"
-) -> tuple[list[tuple[int, int]], Assignment]:
-    """This rank's sequences for the step as (owner rank, index in the owner's list), plus the plan.
-
-    Every rank computes the same plan from the same gathered costs, so no rank has to broadcast it.
-    """
-    import torch.distributed as dist
-
-    per_rank = exchange_costs(local_costs, group)
-    owners = [(rank, i) for rank, costs in enumerate(per_rank) for i in range(len(costs))]
-    plan = balance_costs([c for costs in per_rank for c in costs], len(per_rank), method)
-    me = dist.get_rank(group) if dist.is_available() and dist.is_initialized() else 0
-    return [owners[i] for i in plan.ranks[me]], plan
-
-
-class Balancer:
-    """The per-step entry point: cost this rank's packed sequences (cost.py), exchange the costs,
-    and return which sequences this rank runs.
-
-        balancer = Balancer(ModelDims(...))              # the model being trained
-        mine, plan = balancer.plan(local_sequences)      # each sequence: a list of SampleShape
-        # mine: (owner rank, index in the owner's list) pairs, identical plan on every rank
-    """
-
-    def __init__(self, dims: ModelDims = KEYE_VL_8B, method: str = "best", group=None):
-        self.dims, self.method, self.group = dims, method, group
-
-    def sequence_cost(self, sequence: Sequence[SampleShape]) -> float:
-        return sequence_flops(sequence, self.dims)
-
-    def plan(self, local_sequences: Sequence[Sequence[SampleShape]]) -> tuple[list[tuple[int, int]], Assignment]:
-        costs = [self.sequence_cost(sequence) for sequence in local_sequences]
-        return plan_global_step(costs, self.group, self.method)

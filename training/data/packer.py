@@ -47,12 +47,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from training.losses import IGNORE_INDEX
+
 from .cost import SampleShape
 
 if TYPE_CHECKING:
     from training.processor import Sample
 
-IGNORE_INDEX = -100  # same value as training.processor.IGNORE_INDEX (kept here to avoid importing the model)
 TRUNCATABLE_KINDS = ("text",)
 TOO_LONG = "too_long"
 NO_LOSS_TOKENS = "no_loss_tokens"

@@ -10,7 +10,7 @@
 
 Each PackedBatch holds the model's packed inputs, the ViT's attention offsets, which rows it holds
 (ids and row coordinates, so another rank can rebuild it: see balance.py), the cost model's view
-of each sample (for the Balancer), and counts: loss, real and padding tokens, truncated samples,
+of each sample (for the balancer), and counts: loss, real and padding tokens, truncated samples,
 rows skipped since the previous batch by reason. Padding is max_tokens - real tokens of the
 sequence: nothing is appended (the packed path takes any length), but a sequence of n tokens uses
 a max_tokens slot of memory and step time, so that is the waste counted.
@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from training.losses import IGNORE_INDEX
+
 from .cost import SampleShape
 from .packer import (
-    IGNORE_INDEX,
     TRUNCATABLE_KINDS,
     Packer,
     fit_to_limit,
@@ -67,7 +68,7 @@ class PackedBatch:
     sample_ids: list[str]
     coords: list[RowCoord]
     kinds: list[str]
-    shapes: list[SampleShape]  # for Balancer.sequence_cost
+    shapes: list[SampleShape]  # for the cost model (cost.sequence_flops), which the balancer uses
     max_tokens: int
     loss_tokens: int  # labelled targets after the shift: the model's num_loss_tokens
     real_tokens: int
@@ -158,8 +159,8 @@ class DataPipeline:
 
     def rebuild(self, coords: Sequence[Sequence[int]]) -> PackedBatch:
         """The sequence of these rows (any rank's `PackedBatch.coords`), made again from the shards:
-        how a rank runs a sequence that the Balancer moved to it from another rank (balance.py).
-        Counters are left alone: the owner already counted it."""
+        how a rank runs a sequence that the balancer moved to it from another rank
+        (training/global_step.py). Counters are left alone: the owner already counted it."""
         coords = [RowCoord(*c) for c in coords]
         items = []
         for coord, row in zip(coords, self.reader.read_rows(coords)):

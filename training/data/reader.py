@@ -41,8 +41,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from curation import schema
-
-from .manifest import Shard, list_shards
+from curation.schema.manifest import Shard, list_shards
 
 STATE_VERSION = 1
 _BLOCK = 4096  # uniforms drawn per generator; any value works, it only has to stay fixed

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
@@ -35,13 +34,20 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3RMSNorm
 from transformers.models.siglip.modeling_siglip import SiglipMultiheadAttentionPoolingHead
 
+from training.losses import IGNORE_INDEX, token_sum_cross_entropy
+
 from . import attention as _attention  # noqa: F401  (registers the "keye_varlen" attention)
 from .configuration import KeyeConfig
 from .projector import KeyeProjector
 from .rope import MultimodalRotaryEmbedding, get_rope_index
 from .vision import KeyeVisionModel
 
-IGNORE_INDEX = -100
+
+def _mean_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean token loss, loss tokens): the LM loss of training.losses as a mean, which is what
+    transformers' `loss` means; the engine multiplies the count back in (losses.sum_from_mean)."""
+    total, count = token_sum_cross_entropy(logits, targets)
+    return total / count.clamp(min=1), count
 
 
 @dataclass
@@ -302,7 +308,7 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
         if labels is not None and not return_logits:
             targets = self.shift_labels(labels, cu_seqlens)
             keep = targets != IGNORE_INDEX
-            loss, num_loss_tokens = self._cross_entropy(self.lm_head(hidden[keep]), targets[keep])
+            loss, num_loss_tokens = _mean_cross_entropy(self.lm_head(hidden[keep]), targets[keep])
         else:
             logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
             if labels is not None:
@@ -328,13 +334,7 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
     def lm_loss(self, logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor | None = None):
         """Mean next-token cross-entropy over the tokens with a label (fp32 logits)."""
         targets = self.shift_labels(labels, cu_seqlens)
-        return self._cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-
-    @staticmethod
-    def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        count = (targets != IGNORE_INDEX).sum()
-        total = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        return total / count.clamp(min=1), count
+        return _mean_cross_entropy(logits, targets)
 
     # --- generation -----------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ max_tokens - real_tokens here.)
 
 Resuming: a batch is built from rows read just for it and nothing is held between batches, so the
 state is the reader's state plus counters; restoring it gives the same next batches, bit for bit.
-`rebuild(coords)` makes a batch again from its row coordinates, on any rank (the Balancer moving
+`rebuild(coords)` makes a batch again from its row coordinates, on any rank (the balancer moving
 batches between ranks, training/global_step.py).
 """
 
@@ -92,7 +92,11 @@ class _Pair:
 
 
 def caption_text(row: Mapping) -> str:
-    """The text parts of the row's first document or assistant message, joined."""
+    """The text parts of the row's first document or assistant message, joined by spaces.
+
+    Deliberately not `curation.schema.row_text` (every text part of every message: the row's text
+    for dedup, decontamination and CLIP scoring): the contrastive target is what describes the
+    image, so a user's question, a system prompt or a second answer would only dilute it."""
     for message in row["messages"] or ():
         if message["role"] in CAPTION_ROLES:
             texts = [part["text"] or "" for part in message["content"] or () if part["type"] == "text"]
@@ -168,7 +172,7 @@ class ContrastivePipeline:
 
     def rebuild(self, coords: Sequence[Sequence[int]]) -> ContrastiveBatch:
         """The batch of these rows (any rank's `ContrastiveBatch.coords`), made again from the
-        shards: how a rank runs a batch the Balancer moved to it (training/global_step.py).
+        shards: how a rank runs a batch the balancer moved to it (training/global_step.py).
         Counters are left alone: the rank that read it counted it."""
         coords = [RowCoord(*c) for c in coords]
         pairs = []

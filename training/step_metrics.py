@@ -1,0 +1,108 @@
+"""One optimizer step's numbers, assembled once, then checked and logged.
+
+    record = StepMetrics.gather(plan, step_sum, global_tokens, lr, grad_norm, seconds, peak, world, mixture)
+    if not record.finite: stop                  # before anything is logged or saved
+    metrics.log(step, record.values())          # metrics.jsonl, TensorBoard, the progress line
+
+Rates and fractions are over all ranks: each rank's counts (real tokens, token slots, samples,
+padding, its loss-token sum) are all-gathered as plain numbers, so every rank holds the same
+record, and a non-finite loss is seen by every rank at the same step (they stop together instead
+of one rank waiting for the others in the next collective).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from training.data.balance import all_gather_lists
+
+
+class Mixture:
+    """Rows trained per data folder so far on this rank (since this process started): the mixture
+    as drawn, logged as `mix/NAME` fractions when there are several folders."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names, self.rows = list(names), Counter()
+
+    def add(self, sequences: Sequence) -> None:
+        self.rows.update(coord.source for batch in sequences for coord in batch.coords)
+
+    def fractions(self) -> dict[str, float]:
+        seen = sum(self.rows.values())
+        if len(self.names) < 2 or not seen:
+            return {}
+        return {f"mix/{self.names[source]}": n / seen for source, n in sorted(self.rows.items())}
+
+
+@dataclass
+class StepMetrics:
+    loss: float  # every rank's token-loss sum over the step's loss tokens (losses.py)
+    lr: float  # the largest group's learning rate after the schedule
+    grad_norm: float | None  # DeepSpeed's global norm (-1 or inf where it was not finite); None: not computed
+    loss_tokens: int
+    tokens_per_s: float
+    samples_per_s: float
+    step_seconds: float
+    padding_fraction: float  # token slots holding no sample, over all slots of the step
+    rank_imbalance: float  # max / mean rank cost as run (global_step.py)
+    rank_imbalance_unbalanced: float  # the same without the balancer
+    mfu: float | None  # estimated train FLOPs / (device peak x ranks); None without a peak
+    dropped_sequences: int = 0  # read but not run at the very end of a finite run
+    dropped_samples: int = 0
+    mix: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def gather(cls, plan, step_sum: float, global_tokens: int, lr: float, grad_norm: float | None,
+               seconds: float, peak_flops: float | None, world: int, mixture: Mixture) -> StepMetrics:
+        """The step's record from this rank's plan (global_step.StepPlan) and loss-token sum; a
+        collective: every rank calls it at every step."""
+        mine = plan.mine
+        local = [sum(b.real_tokens for b in mine), sum(b.max_tokens for b in mine), sum(len(b.sample_ids) for b in mine),
+                 sum(b.padding_tokens for b in mine), step_sum]
+        real, slots, samples, padding, loss_sum = (sum(column) for column in zip(*all_gather_lists(local)))
+        return cls(
+            loss=loss_sum / global_tokens,
+            lr=lr,
+            grad_norm=grad_norm,
+            loss_tokens=global_tokens,
+            tokens_per_s=real / seconds,
+            samples_per_s=samples / seconds,
+            step_seconds=seconds,
+            padding_fraction=padding / slots,
+            rank_imbalance=plan.imbalance,
+            rank_imbalance_unbalanced=plan.imbalance_unbalanced,
+            mfu=sum(plan.loads) / seconds / (peak_flops * world) if peak_flops else None,
+            dropped_sequences=plan.dropped_sequences,
+            dropped_samples=plan.dropped_samples,
+            mix=mixture.fractions(),
+        )
+
+    @property
+    def finite(self) -> bool:
+        """Loss and gradient norm are finite numbers. DeepSpeed reports a NaN/inf norm as -1 (its
+        sentinel) or inf (a step it skipped), so a negative norm counts as not finite."""
+        norm_ok = self.grad_norm is None or (math.isfinite(self.grad_norm) and self.grad_norm >= 0)
+        return math.isfinite(self.loss) and norm_ok
+
+    def values(self) -> dict:
+        """What a metrics.jsonl line holds (after "step"): the drop counts only where something was
+        dropped, the mixture only with several folders."""
+        values = {
+            "loss": self.loss,
+            "lr": self.lr,
+            "grad_norm": self.grad_norm,
+            "loss_tokens": self.loss_tokens,
+            "tokens_per_s": self.tokens_per_s,
+            "samples_per_s": self.samples_per_s,
+            "step_seconds": self.step_seconds,
+            "padding_fraction": self.padding_fraction,
+            "rank_imbalance": self.rank_imbalance,
+            "rank_imbalance_unbalanced": self.rank_imbalance_unbalanced,
+            "mfu": self.mfu,
+        }
+        if self.dropped_sequences:
+            values.update(dropped_sequences=self.dropped_sequences, dropped_samples=self.dropped_samples)
+        return {**values, **self.mix}

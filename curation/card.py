@@ -187,28 +187,42 @@ def _sections(manifest: dict, funnel: dict | None, step_stats: dict | None, stat
     return sections
 
 
+STEP_COLUMNS = ("step", "seconds", "reused", "rows_in", "rows_out", "stats")
+
+
 def _steps_section(step_stats: dict) -> tuple:
     """Each step's time, whether its result was reused from an earlier run, its rows, and its own
-    statistics (nested ones flattened as `a.b: value`)."""
+    statistics (nested ones flattened as `a.b: value`). Anything else the runner records, per step
+    or for the job, is shown as well, flattened the same way, rather than dropped."""
     steps = step_stats["steps"]
     rows = [("step", "seconds", "reused", "rows in", "rows out", "statistics")]
     for step in steps:
+        extra = {key: value for key, value in step.items() if key not in STEP_COLUMNS}
         rows.append((
             step.get("step", "?"),
-            f"{step['seconds']:,.1f}" if "seconds" in step else "-",
+            _seconds(step.get("seconds")),
             "yes" if step.get("reused") else "no",
-            _readable(step["rows_in"]) if "rows_in" in step else "-",
-            _readable(step["rows_out"]) if "rows_out" in step else "-",
-            [f"{key}: {value}" for key, value in _flatten(step.get("stats") or {})] or "-",
+            _readable(step["rows_in"]) if step.get("rows_in") is not None else "-",
+            _readable(step["rows_out"]) if step.get("rows_out") is not None else "-",
+            [f"{key}: {value}" for key, value in _flatten(step.get("stats") or {}) + _flatten(extra)] or "-",
         ))
     reused = sum(1 for step in steps if step.get("reused"))
     summary = f"{len(steps)} step" + ("s" if len(steps) != 1 else "")
     if step_stats.get("job"):
         summary = f"Job `{step_stats['job']}`: " + summary
-    if "seconds" in step_stats:
-        summary += f" in {step_stats['seconds']:,.1f} s"
+    if isinstance(step_stats.get("seconds"), (int, float)):
+        summary += f" in {_seconds(step_stats['seconds'])} s"
     summary += f"; {reused} reused a result persisted by an earlier run with the same input and configuration."
-    return ("Steps", [summary], rows, None)
+    paragraphs = [summary]
+    for key, value in step_stats.items():
+        if key not in ("job", "seconds", "steps"):
+            shown = ", ".join(f"{k}: {v}" for k, v in _flatten(value)) if isinstance(value, dict) else _readable(value)
+            paragraphs.append(f"`{key}`: {shown or '-'}")
+    return ("Steps", paragraphs, rows, None)
+
+
+def _seconds(value) -> str:
+    return f"{value:,.1f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 def _flatten(stats: dict, prefix: str = "") -> list[tuple[str, str]]:

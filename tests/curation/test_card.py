@@ -161,13 +161,19 @@ def test_steps_section_shows_each_steps_time_rows_and_statistics(tmp_path):
 
 def test_steps_statistics_of_any_shape_stay_readable(tmp_path):
     out = tmp_path / "shapes"
-    stats = {"steps": [{"step": "ocr", "seconds": 123456.7, "reused": False, "rows_in": 1234567, "rows_out": 1200000,
-                        "stats": {"engine": "rapidocr", "boxes": [3, 4.5, "n/a"], "by|lang": {"zh": {"lines": 7}}, "empty": {}}}]}
+    # what a runner may record beyond the documented fields is shown too, not dropped
+    stats = {"steps": [{"step": "ocr", "seconds": 123456.7, "reused": True, "computed_seconds": 99.5,
+                        "rows_in": 1234567, "rows_out": 1200000,
+                        "stats": {"engine": "rapidocr", "boxes": [3, 4.5, "n/a"], "by|lang": {"zh": {"lines": 7}}, "empty": {}}},
+                       {"step": "base", "seconds": None, "rows_in": None}],
+             "writer_seconds": {"funnel": 1.25, "shards": 3.0}}
     write_output_folder(out, step_stats=stats)
     section = build_card(out).read_text().split("## Steps\n", 1)[1].split("\n## ", 1)[0]
-    assert "1 step; 0 reused" in section
-    assert ("| ocr | 123,456.7 | no | 1,234,567 | 1,200,000 | engine: rapidocr<br>boxes: [3, 4.5, n/a]"
-            "<br>by\\|lang.zh.lines: 7<br>empty: {} |") in section
+    assert "2 steps; 1 reused" in section
+    assert ("| ocr | 123,456.7 | yes | 1,234,567 | 1,200,000 | engine: rapidocr<br>boxes: [3, 4.5, n/a]"
+            "<br>by\\|lang.zh.lines: 7<br>empty: {}<br>computed_seconds: 99.5 |") in section
+    assert "| base | - | no | - | - | - |" in section
+    assert "`writer_seconds`: funnel: 1.25, shards: 3" in section
 
 
 # --- Hub metadata, validated offline ---------------------------------------------------------------

@@ -181,8 +181,8 @@ def _sections(manifest: dict, funnel: dict | None, step_stats: dict | None, stat
         f"`SELECT * FROM '{SHARDS}'`, Spark `spark.read.parquet`, or "
         f"`datasets.load_dataset('parquet', data_files='{SHARDS}')`.",
         f"On the Hugging Face Hub: upload the folder as a dataset repository with `{CARD}/README.md` as its "
-        f"`README.md`; `datasets.load_dataset(REPO)` then reads the shards (config `default`) and "
-        f"`load_dataset(REPO, 'rejects')` the refused rows.",
+        f"`README.md`; `datasets.load_dataset(REPO)` then reads the shards (config `default`)"
+        + (" and `load_dataset(REPO, 'rejects')` the refused rows." if rejects["files"] else "."),
     ], None, None))
     return sections
 

@@ -12,10 +12,11 @@ we compare, by the FLOPs cost model (training/data/cost.py), the max / mean rank
     llm_tokens   the balancer, but fed LLM token counts instead of FLOPs
     lpt / kk     greedy longest-first / Karmarkar-Karp on FLOPs
     best         the better of the two, then single moves/swaps off the most loaded rank
-                 (what `training.data.balance_costs` does by default)
+                 (`training.data.balance_costs` with free counts: ranks may run different
+                 numbers of sequences, which ZeRO-2/3 cannot; shown for what that would reach)
     equal        every rank gets exactly --per-rank sequences: LPT into ranks with room, then
-                 swaps (`balance_costs(..., per_rank=m)`, what the trainer runs: ZeRO-2/3 need
-                 the same number of micro-steps on every rank)
+                 swaps (`balance_costs(..., per_rank=m)`, what the trainer runs through
+                 training/global_step.py: ZeRO-2/3 need the same number of micro-steps on every rank)
 
 1.00 is perfect; a synchronous step takes (max/mean) times the ideal. "bound" is a lower bound on
 what any assignment can reach (see `lower_bound`): where it is above 1, the sequences themselves

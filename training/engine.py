@@ -17,8 +17,9 @@ The loop (`train`), per step: the step's sequences for this rank (training/globa
 rank runs the same number, balanced by cost, topped up where a rank's data ended), the schedule's
 learning rate, the forward/backward/optimizer step, the step's metrics gathered over the ranks
 (training/step_metrics.py), the sample ids into the ledger, then a check: a non-finite loss or
-gradient norm stops the run (NonFiniteStepError) before anything of that step is logged or saved,
-so the newest complete checkpoint stays the last good one. Checkpoints (training/checkpoint.py)
+gradient norm stops the run (NonFiniteStepError, naming the step and the samples the ledger lists
+for it) before the step's metrics line or any checkpoint is written, so the newest complete
+checkpoint stays the last good one. Checkpoints (training/checkpoint.py)
 every `save_every` steps and at the end; a run whose output folder holds one resumes from the
 newest complete one on its own. Then the HF export.
 """

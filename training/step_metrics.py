@@ -60,8 +60,8 @@ class StepMetrics:
         """The step's record from this rank's plan (global_step.StepPlan) and loss-token sum; a
         collective: every rank calls it at every step."""
         mine = plan.mine
-        local = [sum(b.real_tokens for b in mine), sum(b.max_tokens for b in mine), sum(len(b.sample_ids) for b in mine),
-                 sum(b.padding_tokens for b in mine), step_sum]
+        local = [sum(b.real_tokens for b in mine), sum(b.max_tokens for b in mine),
+                 sum(len(b.sample_ids) for b in mine), sum(b.padding_tokens for b in mine), step_sum]
         real, slots, samples, padding, loss_sum = (sum(column) for column in zip(*all_gather_lists(local)))
         return cls(
             loss=loss_sum / global_tokens,

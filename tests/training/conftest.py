@@ -39,6 +39,13 @@ def tiny_model(tiny_config):
     return KeyeForConditionalGeneration(tiny_config).eval()
 
 
+@pytest.fixture
+def tiny_model64(tiny_model):
+    """The same model in float64, for tests that compute the same numbers two ways
+    (keye_helpers.SAME_MATH_ATOL says why)."""
+    return tiny_model.double()
+
+
 @pytest.fixture(scope="session")
 def mixed_rows():
     """Text-only, one image, two images of different sizes, a video (and a captioned document)."""

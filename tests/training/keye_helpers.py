@@ -22,6 +22,17 @@ REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO.parent / "shared" / "reference" / "keye-vl-8b-preview"
 TINY_YAML = REPO / "configs" / "models" / "tiny.yaml"
 
+# Tests that compute the same numbers two ways (packed vs each sample alone, a KV cache vs
+# recomputing, flash-attn's contract vs SDPA) run the tiny model in float64 and compare with this
+# absolute tolerance. In float32 the two ways add in other orders, and how far apart that puts
+# them depends on the CPU's kernels (AVX2, AVX-512, AMD, Intel). In float64 the sums agree to
+# ~1e-16 on any of them; what float32 is left (transformers' RMSNorm computes in float32, the rope
+# tables are float32) is the same elementwise arithmetic in both ways, except that a 1e-16
+# difference can round a value to the neighbouring float32: one ulp, <= 1.2e-7 of an O(1)
+# normalised value, carried to outputs of size <= ~3. 1e-6 holds that; a sample seeing another
+# (the bug these tests look for) moves its outputs by orders of magnitude more.
+SAME_MATH_ATOL = 1e-6
+
 
 def reference_file(name: str) -> Path:
     """A file of the released Keye-VL-8B-Preview reference data, or skip the test."""

@@ -172,6 +172,44 @@ def test_incomplete_checkpoint_is_passed_over(tmp_path, shard_folder, straight_s
     assert [r["loss"] for r in rows] == straight_six[1]
 
 
+def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, shard_folder, monkeypatch):
+    """Step 3's loss is made NaN (the engine's loss-token sum of that step, poisoned): the run stops
+    at step 3 with an error naming the step and the step's sample ids as the ledger lists them;
+    nothing of step 3 is logged or saved, the newest complete checkpoint is step 2's, and a
+    restart resumes from it."""
+    import training.engine
+    from training.checkpoint import complete_checkpoints
+    from training.engine import NonFiniteStepError
+    from training.launch import run
+    from training.losses import sum_from_mean
+    from training.metrics import read_ledger
+
+    calls = []
+
+    def poisoned_at_step_3(mean_loss, count):  # one micro-batch per step: call 3 is step 3
+        calls.append(1)
+        return sum_from_mean(mean_loss, count) * (float("nan") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(training.engine, "sum_from_mean", poisoned_at_step_3)
+    cfg = stage("pretrain", tmp_path, shard_folder, "max_steps=6", "save_every=2")
+    with pytest.raises(NonFiniteStepError) as caught:
+        run(cfg)
+    error = caught.value
+    assert error.step == 3 and str(error).startswith("step 3: loss nan")
+    step3 = [r for r in read_ledger(tmp_path)[0] if r["step"] == 3]
+    ids = [i for sequence in step3[0]["sequences"] for i in sequence["ids"]]
+    assert ids and error.sample_ids == ids and all(i in str(error) for i in ids)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_2"] == [error.last_good.name]
+    assert not (tmp_path / "checkpoints" / "step_3").exists()
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert "stopped: step 3" in (tmp_path / "report.md").read_text()
+
+    monkeypatch.setattr(training.engine, "sum_from_mean", sum_from_mean)
+    again = run(cfg)
+    assert (again.start_step, again.step) == (2, 6)
+    assert [r["step"] for r in read_ledger(tmp_path)[0]] == [1, 2, 3, 4, 5, 6]  # the failed step 3 replaced
+
+
 def test_zero3_with_activation_checkpointing_matches_zero2(tmp_path, shard_folder):
     """Same data, same init: ZeRO-3 + activation checkpointing gives ZeRO-2's losses and weights
     (up to float32 summation order: SGD, so the update-derived tolerance of engine_helpers applies),

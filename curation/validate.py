@@ -8,23 +8,30 @@ control characters and mojibake. Each refusal has its own reason:
     aspect_ratio_too_extreme, text_empty, text_too_long, text_control_chars, text_mojibake,
     row_malformed
 
-Images in formats outside `keep_formats` are re-encoded losslessly as PNG.
+The step only decides: it changes no row (images in unusual formats are re-encoded at ingest,
+`curation.sources.common.normalise_image`). Its verdicts are (row key, reason, detail) for the
+refused rows, joined back to the frame. Every image is decoded here anyway, so in a job (a work
+folder given) the step also records each good image's pHash by its sha256 (`workdir.PHASHES`):
+the image dedup and decontamination steps then compare images without decoding them again.
+Stats: refusals by reason, images decoded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from curation import schema
-from curation.steps import REJECT, with_reject_column
+from curation.spark import checkpoint
+from curation.workdir import PHASHES, hash_key
+from curation.steps import ROW, Step, is_kept, mark, reason_counts, with_reject_column
 
 STEP = "validate"
 
@@ -38,7 +45,6 @@ class ValidateConfig:
     min_text_chars: int = 1
     max_text_chars: int = 16384
     max_bad_char_fraction: float = 0.1  # control / replacement / mojibake characters per character
-    keep_formats: list[str] = field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
 
 
 # A UTF-8 lead byte read as Latin-1/CP1252 (Ã, Â, â, Ð, Ñ...) followed by a continuation byte read
@@ -46,41 +52,72 @@ class ValidateConfig:
 _MOJIBAKE = re.compile(r"[\u00c2-\u00f4][\u0080-\u00bf\u2018-\u203a\u20ac\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2122]")
 
 
+class Validate(Step):
+    name = STEP
+    requires = ("PIL",)
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        df = with_reject_column(df)
+        kept = df.where(is_kept()).select(ROW, *schema.COLUMNS)
+        work = self.context.work
+        out = checkpoint(kept.mapInArrow(_Validator(self.config, phashes=work is not None), OUTPUT))
+        verdicts = out.where(F.col("reason").isNotNull())
+        refused = reason_counts(verdicts)
+        self.stats.update({"refused": sum(refused.values()), "refused_by_reason": refused})
+        if work is not None:  # the images' pHashes, for the image dedup and decontamination steps
+            phashes = out.where(F.col("sha256").isNotNull()).select("sha256", "phash").dropDuplicates(["sha256"])
+            record = work.write_frame(PHASHES, hash_key(self.context.input_key, self.cache_key()), phashes)
+            self.stats["images_decoded"] = record["rows"]
+        return mark(df, verdicts, STEP, rows=sum(refused.values()))
+
+
 def validate(df: DataFrame, cfg: ValidateConfig) -> DataFrame:
-    df = with_reject_column(df)
-    return df.mapInArrow(_Validator(cfg), df.schema)
+    """The step as a function (`Validate(cfg)(df)`)."""
+    return Validate(cfg)(df)
 
 
 def check_image(data: bytes | None, cfg: ValidateConfig) -> tuple[str, str] | tuple[None, tuple[int, int, str | None]]:
     """(reason, detail) for a bad image, or (None, (width, height, format)) for a good one."""
+    reason, info, img = open_checked(data, cfg)
+    if img is not None:
+        img.close()
+    return reason, info
+
+
+def open_checked(data: bytes | None, cfg: ValidateConfig):
+    """(reason, detail, None) for a bad image, or (None, (width, height, format), the decoded
+    image) for a good one."""
     from PIL import Image, ImageFile
 
     if not data:
-        return "image_empty", "0 bytes"
+        return "image_empty", "0 bytes", None
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     Image.MAX_IMAGE_PIXELS = None  # we apply our own limit from the header, before decoding
     try:
         img = Image.open(io.BytesIO(data))
     except Exception as exc:  # PIL raises many types for unreadable headers
-        return "image_decode_error", f"{type(exc).__name__}: {exc}"[:300]
-    with img:
-        width, height = img.size
-        if width * height > cfg.max_pixels:
-            return "image_too_many_pixels", f"{width}x{height} = {width * height} pixels > {cfg.max_pixels}"
-        if min(width, height) < cfg.min_side:
-            return "image_too_small", f"{width}x{height}, shorter side < {cfg.min_side}"
-        if max(width, height) / max(1, min(width, height)) > cfg.max_aspect_ratio:
-            return "aspect_ratio_too_extreme", f"{width}x{height}, ratio {max(width, height) / min(width, height):.1f} > {cfg.max_aspect_ratio:g}"
-        fmt = img.format
+        return "image_decode_error", f"{type(exc).__name__}: {exc}"[:300], None
+    width, height = img.size
+    problem = None
+    if width * height > cfg.max_pixels:
+        problem = "image_too_many_pixels", f"{width}x{height} = {width * height} pixels > {cfg.max_pixels}"
+    elif min(width, height) < cfg.min_side:
+        problem = "image_too_small", f"{width}x{height}, shorter side < {cfg.min_side}"
+    elif max(width, height) / max(1, min(width, height)) > cfg.max_aspect_ratio:
+        ratio = max(width, height) / min(width, height)
+        problem = "aspect_ratio_too_extreme", f"{width}x{height}, ratio {ratio:.1f} > {cfg.max_aspect_ratio:g}"
+    else:
         try:
             img.load()
         except OSError as exc:
-            if "truncated" in str(exc).lower():
-                return "image_truncated", str(exc)[:300]
-            return "image_decode_error", f"{type(exc).__name__}: {exc}"[:300]
+            reason = "image_truncated" if "truncated" in str(exc).lower() else "image_decode_error"
+            problem = reason, (str(exc) if reason == "image_truncated" else f"{type(exc).__name__}: {exc}")[:300]
         except Exception as exc:
-            return "image_decode_error", f"{type(exc).__name__}: {exc}"[:300]
-        return None, (width, height, fmt)
+            problem = "image_decode_error", f"{type(exc).__name__}: {exc}"[:300]
+    if problem:
+        img.close()
+        return problem[0], problem[1], None
+    return None, (width, height, img.format), img
 
 
 def check_text(text: str, cfg: ValidateConfig) -> tuple[str, str] | None:
@@ -99,17 +136,33 @@ def check_text(text: str, cfg: ValidateConfig) -> tuple[str, str] | None:
     return None
 
 
-def check_row(row: dict, cfg: ValidateConfig) -> tuple[str, str] | None:
-    """The first problem of a row as (reason, detail), fixing image sizes and formats in place."""
-    for i, image in enumerate(row["images"] or ()):
-        reason, info = check_image(image["bytes"], cfg)
-        if reason:
-            return reason, f"image {i}: {info}"
-        width, height, fmt = info
-        image["width"], image["height"] = width, height
-        if fmt not in cfg.keep_formats:
-            image["bytes"] = _to_png(image["bytes"])
-            image["sha256"] = hashlib.sha256(image["bytes"]).hexdigest()
+def check_row(row: dict, cfg: ValidateConfig, decoded: list | None = None) -> tuple[str, str] | None:
+    """The first problem of a row as (reason, detail), or None. `decoded`, when given, receives
+    (sha256, decoded image) of each image of a good row, for the caller to use and close."""
+    images, problem, checked = [], None, False
+    try:
+        for i, image in enumerate(row["images"] or ()):
+            reason, info, img = open_checked(image["bytes"], cfg)
+            if reason:
+                problem = reason, f"image {i}: {info}"
+                break
+            images.append((image.get("sha256"), img))
+            width, height, _ = info
+            if (image.get("width"), image.get("height")) != (width, height):
+                problem = "row_malformed", f"image {i}: the row says {image.get('width')}x{image.get('height')}, the image is {width}x{height}"
+                break
+        problem = problem or _check_content(row, cfg)
+        checked = True
+    finally:
+        if decoded is not None and checked and problem is None:
+            decoded.extend(images)
+        else:
+            for _, img in images:
+                img.close()
+    return problem
+
+
+def _check_content(row: dict, cfg: ValidateConfig) -> tuple[str, str] | None:
     problems = schema.validate_row({k: row[k] for k in schema.COLUMNS})
     if problems:
         return "row_malformed", "; ".join(problems)[:300]
@@ -125,30 +178,34 @@ def check_row(row: dict, cfg: ValidateConfig) -> tuple[str, str] | None:
     return None
 
 
-def _to_png(data: bytes) -> bytes:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        frame = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-    buf = io.BytesIO()
-    frame.save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
+_OUTPUT = pa.schema(
+    [(ROW, pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("sha256", pa.string()), ("phash", pa.int64())]
+)
+OUTPUT = f"{ROW} long, reason string, detail string, sha256 string, phash long"
 
 
 class _Validator:
-    def __init__(self, cfg: ValidateConfig):
-        self.cfg = cfg
+    """mapInArrow function: kept rows -> a row (row key, reason, detail) per refused row, and with
+    `phashes` a row (sha256, pHash) per image of each good row, from the pixels decoded anyway."""
+
+    def __init__(self, cfg: ValidateConfig, phashes: bool):
+        self.cfg, self.phashes = cfg, phashes
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from curation.dedup.image_hash import phash
+
         for batch in batches:
-            rows = batch.to_pylist()
-            for row in rows:
-                if row[REJECT] is not None:
-                    continue
+            out = []
+            for row in batch.to_pylist():
+                key = row.pop(ROW)
+                decoded: list | None = [] if self.phashes else None
                 try:
-                    problem = check_row(row, self.cfg)
+                    problem = check_row(row, self.cfg, decoded)
                 except Exception as exc:  # a malformed row must not stop the job: refuse it
                     problem = ("row_malformed", f"{type(exc).__name__}: {exc}"[:300])
                 if problem:
-                    row[REJECT] = {"step": STEP, "reason": problem[0], "detail": problem[1]}
-            yield pa.RecordBatch.from_pylist(rows, schema=batch.schema)
+                    out.append({ROW: key, "reason": problem[0], "detail": problem[1]})
+                for sha256, img in decoded or ():
+                    with img:
+                        out.append({"sha256": sha256, "phash": phash(img)})
+            yield pa.RecordBatch.from_pylist(out, schema=_OUTPUT)

@@ -1,29 +1,28 @@
-"""Writing a job's output folder: shards, rejects, funnel, card, and the manifest last.
+"""Writing a job's output folder: funnel, stats, rejects, shards, card, and the manifest last.
 
     OUTPUT/part-00000.parquet ...   kept rows, exactly curation.schema.SCHEMA, sorted by id
     OUTPUT/_rejects/part-*.parquet  refused rows: id, source, step, reason, detail, origin
     OUTPUT/_funnel.json             per step, in pipeline order: in, out, rejected by reason
+    OUTPUT/_stats.json              per step: seconds, reused, rows in and out, its own stats
     OUTPUT/card/                    the dataset card (README.md, plots, HTML)
-    OUTPUT/_manifest.json           written last: a folder without it is incomplete
+    OUTPUT/_manifest.json           written last (curation.schema.manifest): else incomplete
 
-Determinism: a row's shard is a hash of its id modulo a shard count derived from the total size,
-rows inside a shard are sorted by id and cut into row groups of a fixed row count, and shards are
-written by pyarrow with fixed settings. The same rows therefore give the same bytes whatever the
-Spark partitioning, cluster or run.
+The frame comes from `curation.runner`: every row, marked, read from materialised files, with
+its size in `_bytes`. The funnel and the rejects read only the marks and a few narrow columns.
+Determinism: a row's shard is a hash of its id modulo a shard count derived from the kept rows'
+bytes, rows inside a shard are sorted by (id, source, extra), and each shard is streamed to
+Parquet with row groups cut by bytes (curation.parquet_files): the same rows give the same bytes
+whatever the Spark partitioning, cluster or run. Writing the kept rows is the one shuffle of
+image bytes in a job; Spark's sort spills to disk, and each writing task holds one row group.
 
-The marked frame is computed once: it is staged to `_staging/` (so model scores are not
-recomputed), then shards, rejects and the funnel are all read from the staged copy.
-
-A job that only rejects rows of existing shards (jobs/dedup.py) reads them `with_row_positions` and
-passes them as `row_files`: its kept shards are then those files without the rejected rows, one
-per input file, in input row order (`filtered_copy`), equally reproducible and without shuffling
-every row.
+A job that only rejects rows of existing shards (jobs/dedup.py) passes them as `row_files` (the
+runner's base files, so `_row` names file and row): its kept shards are those files without the
+rejected rows, one per input file, in input row order (`filtered_copy`), without a shuffle.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -34,23 +33,32 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from curation import schema
-from curation.filtered_copy import POSITIONS, copy_kept_shards
-from curation.spark import checkpoint
-from curation.steps import REJECT, with_reject_column
+from curation.filtered_copy import copy_kept_shards
+from curation.parquet_files import ROW_GROUP_BYTES, ParquetSink
+from curation.schema.manifest import (
+    CARD,
+    FUNNEL,
+    MANIFEST,
+    REJECTS,
+    STATS,
+    WORK,
+    OutputFolderError,
+    file_sha256,
+    read_manifest,
+    write_manifest,
+)
+from curation.steps import REJECT, ROW, with_reject_column
+from curation.workdir import ROW_BYTES, WorkFolder
 
-MANIFEST = "_manifest.json"
-FUNNEL = "_funnel.json"
-REJECTS = "_rejects"
-STAGING = "_staging"
-CARD = "card"
+__all__ = ["MANIFEST", "OutputFolderError", "WriterConfig", "prepare_folder", "read_manifest", "write_output", "write_shards"]
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -73,12 +81,8 @@ _SHARD_STATS = from_arrow_schema(_STATS_SCHEMA)
 @dataclass
 class WriterConfig:
     shard_bytes: int = 256 * 2**20  # target size of one shard (before compression)
-    row_group_rows: int = 256
-    compression: str = "zstd"
-
-
-class OutputFolderError(RuntimeError):
-    pass
+    row_group_bytes: int = ROW_GROUP_BYTES  # a row group closes at the row that reaches this size
+    compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = "zstd"
 
 
 def write_output(
@@ -89,34 +93,49 @@ def write_output(
     writer: WriterConfig | None = None,
     card: bool = True,
     title: str | None = None,
-    stage: bool = True,
     row_files: Sequence[str] = (),
+    stats: dict | None = None,
 ) -> dict:
-    """Write the folder for a frame of contract rows marked by `steps` (in pipeline order).
+    """Write the folder for a frame of marked rows (the runner's), `steps` in pipeline order.
 
-    Returns the manifest. `config` is the job's resolved configuration, recorded in the manifest.
-    `stage=False` reads the marked frame itself three times instead of a staged copy: for steps
-    whose own work is already materialised (what remains is a scan and a broadcast join), it
-    saves writing and reading back every row once.
-
-    `row_files`: Parquet files holding exactly the frame's rows, unchanged (a filtering job's
-    input shards, in order), which the frame was read from `with_row_positions`. The kept shards
-    are then those files without their rejected rows, one output shard per input file
-    (`filtered_copy`), and the marks are evaluated once, for the rejects; `stage` does not apply.
+    Returns the manifest. `config` is the job's resolved configuration, recorded in the manifest;
+    `stats` (the runner's record of the steps) is saved as `_stats.json` with the writer's own
+    phases added. `row_files`: see the module doc. The work folder is removed once the manifest
+    is written.
     """
     writer = writer or WriterConfig()
-    if row_files and not set(POSITIONS) <= set(df.columns):
-        raise ValueError(f"row_files needs the frame read with_row_positions (columns {POSITIONS})")
     out = Path(output)
-    prepare_folder(out)
-    log = _PhaseLog(out)
-    marked = with_reject_column(df).select(*schema.COLUMNS, REJECT, *(POSITIONS if row_files else ()))
-    (out / REJECTS).mkdir(exist_ok=True)
-    if row_files:
-        shards, reject_shards = _write_filtered_copy(marked, out, steps, writer, row_files, log)
-    else:
-        shards, reject_shards = _write_marked(marked, out, steps, writer, stage, log)
-    shutil.rmtree(out / STAGING, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (MANIFEST, FUNNEL, STATS):
+        (out / name).unlink(missing_ok=True)
+    for leftover in [*out.glob("part-*.parquet"), *out.glob(".part-*.tmp")]:
+        leftover.unlink()
+    shutil.rmtree(out / REJECTS, ignore_errors=True)
+    shutil.rmtree(out / CARD, ignore_errors=True)
+    (out / REJECTS).mkdir()
+    phases: dict[str, float] = {}
+    log = _PhaseLog(out, phases)
+    marked = with_reject_column(df)
+    if row_files and ROW not in marked.columns:
+        raise ValueError(f"row_files needs the runner's frame (column {ROW}: file and row of each row)")
+
+    with log("funnel"):  # one narrow scan counts every step's rejects and sizes the kept rows
+        funnel, kept_bytes = _funnel_and_kept_bytes(marked, steps, with_bytes=not row_files)
+        (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
+    n_rejected = funnel["input_rows"] - funnel["kept_rows"]
+    with log("rejects"):
+        reject_shards = _write_rejects(_reject_rows(marked), out, writer, n_rejected)
+    with log("shards"):
+        if row_files:
+            sink = _ShardSink(str(out), schema.SCHEMA, writer)
+            rejected_rows = marked.where(F.col(REJECT).isNotNull()).select(ROW)
+            found = copy_kept_shards(marked.sparkSession, row_files, rejected_rows, n_rejected, sink)
+            shards = [_shard_entry(r) for r in found]
+        else:
+            kept = marked.where(F.col(REJECT).isNull()).select(*schema.COLUMNS)
+            shards = write_shards(kept, str(out), schema.SCHEMA, writer, total_size=kept_bytes, sort=("id", "source", "extra"))
+    if sum(s["rows"] for s in shards) != funnel["kept_rows"]:  # a row lost or kept twice: never write that
+        raise RuntimeError(f"the shards hold {sum(s['rows'] for s in shards)} rows, the funnel keeps {funnel['kept_rows']}")
 
     manifest = {
         "schema_version": schema.SCHEMA_VERSION,
@@ -127,68 +146,21 @@ def write_output(
         "config": config,
         "code_version": code_version(),
     }
+    if stats is not None:  # the card shows it
+        (out / STATS).write_text(json.dumps({**stats, "writer_seconds": phases}, indent=2, ensure_ascii=False, default=str) + "\n")
     if card:
         from curation.card import build_card
 
         with log("card"):
             build_card(out, manifest=manifest, title=title)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    if stats is not None:  # again, with the card's seconds
+        (out / STATS).write_text(json.dumps({**stats, "writer_seconds": phases}, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_manifest(out, manifest)
+    WorkFolder(out).remove()
     return manifest
 
 
-def _write_marked(marked: DataFrame, out: Path, steps: Sequence[str], writer: WriterConfig, stage: bool, log):
-    """(kept shards, reject shards), every kept row hash-sharded by id (`write_shards`); writes the funnel."""
-    if stage:
-        with log(f"running {' -> '.join(steps)}"):
-            staged = _stage(marked, out)
-    else:
-        staged = marked
-    with log("funnel"):  # one scan counts every step's rejects and sizes the kept rows
-        funnel, kept_bytes = _funnel_and_kept_bytes(staged, steps)
-        (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
-    with log("shards"):
-        kept = staged.filter(F.col(REJECT).isNull()).drop(REJECT)
-        shards = write_shards(kept, str(out), schema.SCHEMA, writer, total_size=kept_bytes)
-    with log("rejects"):
-        reject_shards = _write_rejects(_reject_rows(staged), out, writer, funnel["input_rows"] - funnel["kept_rows"])
-    return shards, reject_shards
-
-
-def _write_filtered_copy(
-    marked: DataFrame, out: Path, steps: Sequence[str], writer: WriterConfig, row_files: Sequence[str], log
-):
-    """(kept shards, reject shards) when the kept rows are `row_files` without the rejects; writes the
-    funnel."""
-    with log("funnel"):  # the marks are evaluated here, once
-        rejected = checkpoint(_reject_rows(marked, *POSITIONS))
-        counts = [r.asDict() for r in rejected.groupBy("step", "reason").count().collect()]
-        n_rejected = sum(r["count"] for r in counts)
-        input_rows = sum(pq.read_metadata(f).num_rows for f in row_files)
-        if n_rejected > input_rows:
-            raise ValueError(f"{n_rejected} rows rejected but the row files hold {input_rows}: not the frame's rows")
-        funnel = _funnel([*counts, {"step": None, "reason": None, "count": input_rows - n_rejected}], steps)
-        (out / FUNNEL).write_text(json.dumps(funnel, indent=2, ensure_ascii=False) + "\n")
-    with log("rejects"):
-        reject_shards = _write_rejects(rejected.drop(*POSITIONS), out, writer, n_rejected)
-    with log("shards"):
-        table_writer = _TableWriter(str(out), schema.SCHEMA, writer.row_group_rows, writer.compression)
-        stats = copy_kept_shards(marked.sparkSession, row_files, rejected, n_rejected, table_writer)
-    shards = [_shard_entry(r) for r in stats]
-    if sum(s["rows"] for s in shards) != funnel["kept_rows"]:  # a row lost or kept twice: never write that
-        raise RuntimeError(
-            f"the copied shards hold {sum(s['rows'] for s in shards)} rows, the funnel keeps {funnel['kept_rows']}"
-        )
-    return shards, reject_shards
-
-
-def _stage(df: DataFrame, out: Path) -> DataFrame:
-    """`df` written to `out/_staging/` and read back: later readers do not recompute it."""
-    df.write.mode("overwrite").parquet(str(out / STAGING))
-    # Read the files, not the folder: Spark skips folders whose names start with "_".
-    return df.sparkSession.read.parquet(*sorted(str(p) for p in (out / STAGING).glob("*.parquet")))
-
-
-def _reject_rows(marked: DataFrame, *extra: str) -> DataFrame:
+def _reject_rows(marked: DataFrame) -> DataFrame:
     return marked.filter(F.col(REJECT).isNotNull()).select(
         "id",
         "source",
@@ -196,7 +168,6 @@ def _reject_rows(marked: DataFrame, *extra: str) -> DataFrame:
         F.col(f"{REJECT}.reason").alias("reason"),
         F.col(f"{REJECT}.detail").alias("detail"),
         F.get_json_object("extra", "$.origin").alias("origin"),
-        *extra,
     )
 
 
@@ -207,33 +178,35 @@ def _write_rejects(rejected: DataFrame, out: Path, writer: WriterConfig, n_rejec
         REJECT_SCHEMA,
         writer,
         total_size=REJECT_ROW_BYTES * n_rejected,
-        sort=("step", "reason", "id"),
+        sort=("step", "reason", "id", "source", "origin", "detail"),
     )
 
 
 class _PhaseLog:
-    """Prints each phase of writing an output and how long it took (long jobs show progress)."""
+    """Prints each phase of writing an output and how long it took, and records it."""
 
-    def __init__(self, out: Path):
-        self.out = out
+    def __init__(self, out: Path, phases: dict[str, float]):
+        self.out, self.phases = out, phases
 
     @contextlib.contextmanager
     def __call__(self, phase: str):
-        start = time.time()
-        print(f"[{self.out}] {phase} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        print(f"[keyeforge] writing {phase} ...", file=sys.stderr, flush=True)
         yield
-        print(f"[{self.out}] {phase}: {time.time() - start:.1f}s", file=sys.stderr, flush=True)
+        self.phases[phase] = round(time.perf_counter() - start, 3)
+        print(f"[keyeforge] writing {phase}: {self.phases[phase]:.1f}s", file=sys.stderr, flush=True)
 
 
 def prepare_folder(out: Path) -> None:
-    """Make `out` an empty output folder, clearing what an earlier (possibly killed) run left.
+    """Make `out` a folder a job may write, clearing what an earlier run left except its work
+    folder (`_work/`, the persisted step results a re-run resumes from).
 
     The manifest goes first, so a folder being rewritten is never mistaken for a complete one.
     A non-empty folder that is not a keyeforge output is refused rather than cleared.
     """
     if out.exists():
         entries = {p.name for p in out.iterdir()}
-        ours = {MANIFEST, FUNNEL, REJECTS, STAGING, CARD}
+        ours = {MANIFEST, FUNNEL, STATS, REJECTS, CARD, WORK, "_staging"}
         foreign = {e for e in entries if e not in ours and not (e.startswith("part-") and e.endswith(".parquet"))}
         foreign -= {name for name in entries if name.startswith(".") and name.endswith(".tmp")}
         if foreign:
@@ -242,26 +215,22 @@ def prepare_folder(out: Path) -> None:
                 "choose an empty or new folder with output=DIR"
             )
         (out / MANIFEST).unlink(missing_ok=True)
-        for name in entries - {MANIFEST}:
+        for name in entries - {MANIFEST, WORK}:
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
-def compute_funnel(marked: DataFrame, steps: Sequence[str]) -> dict:
-    """Per step, in pipeline order: rows in, rows out, rows rejected by reason."""
-    return _funnel_and_kept_bytes(marked, steps, with_bytes=False)[0]
-
-
 def _funnel_and_kept_bytes(marked: DataFrame, steps: Sequence[str], with_bytes: bool = True) -> tuple[dict, int]:
-    """(the funnel, approximate bytes of the kept rows), from one aggregation."""
-    size = F.when(F.col(REJECT).isNull(), _row_size()) if with_bytes else F.lit(0)
+    """(the funnel, bytes of the kept rows from their `_bytes`), from one narrow aggregation."""
+    size = F.when(F.col(REJECT).isNull(), F.col(ROW_BYTES)) if with_bytes else F.lit(0)
     groups = marked.groupBy(F.col(f"{REJECT}.step").alias("step"), F.col(f"{REJECT}.reason").alias("reason"))
     counts = groups.agg(F.count(F.lit(1)).alias("count"), F.sum(size).alias("bytes")).collect()
-    return _funnel(counts, steps), sum(r["bytes"] or 0 for r in counts if r["step"] is None)
+    return funnel_of(counts, steps), sum(r["bytes"] or 0 for r in counts if r["step"] is None)
 
 
-def _funnel(counts: list, steps: Sequence[str]) -> dict:
+def funnel_of(counts: list, steps: Sequence[str]) -> dict:
+    """The funnel from (step, reason, count) rows (step None: kept), steps in pipeline order."""
     total = sum(r["count"] for r in counts)
     by_step: dict[str, dict[str, int]] = {}
     for r in counts:
@@ -289,7 +258,7 @@ def write_shards(
 ) -> list[dict]:
     """Write `df` as part-NNNNN.parquet files in `folder`; deterministic for the same rows.
 
-    `total_size` (approximate bytes of all rows) sets the shard count: ceil(total / shard_bytes).
+    `total_size` (bytes of all rows) sets the shard count: ceil(total / shard_bytes).
     """
     n_shards = max(1, math.ceil(total_size / writer.shard_bytes))
     # A row's shard is the partition its id hashes to (hash partitioning is pmod of Murmur3 `hash`),
@@ -297,96 +266,67 @@ def write_shards(
     # tasks write several shards one after another while others had none.
     keyed = df.withColumn("_shard", F.pmod(F.hash("id"), F.lit(n_shards)).cast("int"))
     keyed = keyed.repartition(n_shards, "id").sortWithinPartitions("_shard", *sort)
-    write_table = _TableWriter(folder, arrow_schema, writer.row_group_rows, writer.compression)
-    stats = [r.asDict() for r in keyed.mapInArrow(_ShardJob(write_table), _SHARD_STATS).collect()]
+    sink = _ShardSink(folder, arrow_schema, writer)
+    stats = [r.asDict() for r in keyed.mapInArrow(_ShardJob(sink), _SHARD_STATS).collect()]
     if not stats:  # nothing kept: still one (empty) shard, so readers find the schema
-        stats = write_table(0, arrow_schema.empty_table()).to_pylist()
+        stats = [sink.write(0, [arrow_schema.empty_table()])]
     return [_shard_entry(r) for r in sorted(stats, key=lambda r: r["shard"])]
 
 
-def _row_size():
-    """Approximate in-memory bytes of a contract row, for choosing the shard count."""
-    image_bytes = F.aggregate("images", F.lit(0).cast("long"), lambda acc, x: acc + F.octet_length(x["bytes"]))
-    frame_bytes = F.aggregate(
-        "videos",
-        F.lit(0).cast("long"),
-        lambda acc, v: acc + F.aggregate(v["frames"], F.lit(0).cast("long"), lambda a, f: a + F.octet_length(f)),
-    )
-    # Text bytes plus a little per part and message (role, type, index): ~2x cheaper than the
-    # length of the messages as JSON, which it approximates.
-    message_bytes = F.aggregate(
-        F.coalesce("messages", F.array()),
-        F.lit(0).cast("long"),
-        lambda acc, m: (
-            acc
-            + F.lit(32)
-            + F.aggregate(
-                m["content"],
-                F.lit(0).cast("long"),
-                lambda a, p: a + F.lit(32) + F.coalesce(F.octet_length(p["text"]), F.lit(0)),
-            )
-        ),
-    )
-    return image_bytes + frame_bytes + message_bytes + F.lit(128)
-
-
-class _TableWriter:
-    """Writes one shard file from an Arrow table with the fixed settings that make its bytes
-    reproducible; returns its stats as a one-row batch (`stats_schema`)."""
+class _ShardSink:
+    """Writes shard `n` of a folder from a stream of Arrow data (`ParquetSink`: row groups cut by
+    bytes, fixed settings, so the same rows give the same bytes)."""
 
     stats_schema = _SHARD_STATS
+    arrow_stats_schema = _STATS_SCHEMA
 
-    def __init__(self, folder: str, arrow_schema: pa.Schema, row_group_rows: int, compression: str):
-        self.folder = folder
-        self.schema = arrow_schema
-        self.row_group_rows = row_group_rows
-        self.compression = compression
+    def __init__(self, folder: str, arrow_schema: pa.Schema, writer: WriterConfig):
+        self.folder, self.schema = folder, arrow_schema
+        self.row_group_bytes = writer.row_group_bytes
+        self.compression = writer.compression
 
-    def __call__(self, shard: int, table: pa.Table) -> pa.RecordBatch:
-        table = table.select(self.schema.names).cast(self.schema)
+    def open(self, shard: int) -> ParquetSink:
         path = os.path.join(self.folder, f"part-{shard:05d}.parquet")
-        tmp = os.path.join(self.folder, f".part-{shard:05d}.parquet.tmp")
-        pq.write_table(
-            table,
-            tmp,
-            row_group_size=self.row_group_rows,
-            compression=self.compression,
-            use_dictionary=False,
-            write_statistics=True,
-        )
-        os.replace(tmp, path)
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        stats = {"shard": shard, "path": path, "rows": table.num_rows, "bytes": os.path.getsize(path)}
-        return pa.RecordBatch.from_pylist([{**stats, "sha256": digest.hexdigest()}], schema=_STATS_SCHEMA)
+        return ParquetSink(path, self.schema, self.row_group_bytes, self.compression)
+
+    def close(self, shard: int, sink: ParquetSink) -> dict:
+        written = sink.close()
+        return {"shard": shard, "path": written["path"], "rows": written["rows"], "bytes": written["bytes"],
+                "sha256": file_sha256(written["path"])}
+
+    def write(self, shard: int, parts) -> dict:
+        """Shard `shard` from an iterable of batches or tables; its stats."""
+        sink = self.open(shard)
+        try:
+            for part in parts:
+                sink.write(part)
+        except BaseException:
+            sink.abort()
+            raise
+        return self.close(shard, sink)
 
 
 class _ShardJob:
-    """Runs on executors: receives rows sorted by (_shard, sort keys), writes one file per shard."""
+    """Runs on executors: receives rows sorted by (_shard, sort keys), streams one file per shard
+    (one row group in memory at a time) and yields each file's stats."""
 
-    def __init__(self, write_table: _TableWriter):
-        self.write_table = write_table
+    def __init__(self, sink: _ShardSink):
+        self.sink = sink
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        current, pending = None, []
+        shard, open_file = None, None
         for batch in batches:
-            shard_ids = batch.column("_shard").to_pylist()
-            start = 0
-            for i in range(1, len(shard_ids) + 1):
-                if i == len(shard_ids) or shard_ids[i] != shard_ids[start]:
-                    if shard_ids[start] != current and pending:
-                        yield self._write(current, pending)
-                        pending = []
-                    current = shard_ids[start]
-                    pending.append(batch.slice(start, i - start))
-                    start = i
-        if pending:
-            yield self._write(current, pending)
-
-    def _write(self, shard: int, batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-        return self.write_table(shard, pa.Table.from_batches(batches).drop_columns(["_shard"]))
+            shard_ids = batch.column("_shard").to_numpy(zero_copy_only=False)
+            cuts = [0, *(i for i in range(1, len(shard_ids)) if shard_ids[i] != shard_ids[i - 1]), len(shard_ids)]
+            for start, stop in zip(cuts, cuts[1:]):
+                if open_file is None or int(shard_ids[start]) != shard:
+                    if open_file is not None:
+                        yield pa.RecordBatch.from_pylist([self.sink.close(shard, open_file)], schema=_STATS_SCHEMA)
+                    shard = int(shard_ids[start])
+                    open_file = self.sink.open(shard)
+                open_file.write(batch.slice(start, stop - start).drop_columns(["_shard"]))
+        if open_file is not None:
+            yield pa.RecordBatch.from_pylist([self.sink.close(shard, open_file)], schema=_STATS_SCHEMA)
 
 
 def _shard_entry(stats: dict) -> dict:
@@ -414,11 +354,3 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{ver}+g{commit}" if commit else ver
-
-
-def read_manifest(folder: str | Path) -> dict:
-    """The manifest of a complete output folder; a clear error for an incomplete one."""
-    path = Path(folder) / MANIFEST
-    if not path.exists():
-        raise OutputFolderError(f"{folder} has no {MANIFEST}: it is not a complete keyeforge output")
-    return json.loads(path.read_text())

@@ -8,7 +8,8 @@ text -> duplicate images -> benchmark decontamination -> CLIP filter -> shards +
     python jobs/build_pretrain.py --print-config                         # the resolved configuration
 
 With no sources the bundled sample corpus is generated (deterministically) under `sample_dir` and
-used. Every step can be switched off with `<step>.enabled=false`.
+used. Every step can be switched off with `<step>.enabled=false`. A killed run resumes: run the same
+command again and the steps it finished are reused from `OUTPUT/_work/`.
 """
 
 from __future__ import annotations
@@ -17,16 +18,22 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from curation import config as configuration
 from curation import sample_corpus
-from curation.clip_filter import ClipConfig, clip_filter
-from curation.dedup import DecontamConfig, ImageDedupConfig, NearTextDedupConfig, decontaminate, image_dedup, near_dedup_text
-from curation.exact_dedup import ExactDedupConfig, exact_dedup
-from curation.sources import IngestConfig, read_sources
+from curation.clip_filter import ClipConfig, ClipFilter
+from curation.dedup.decontam import DecontamConfig, Decontaminate
+from curation.dedup.near_image import ImageDedup, ImageDedupConfig
+from curation.dedup.near_text import NearDedup, NearTextDedupConfig
+from curation.exact_dedup import ExactDedup, ExactDedupConfig
+from curation.runner import run_steps
+from curation.sources import IngestConfig, fingerprint, read_sources
 from curation.spark import session
-from curation.validate import ValidateConfig, validate
-from curation.writer import WriterConfig, write_output
+from curation.steps import Step
+from curation.validate import Validate, ValidateConfig
+from curation.workdir import WorkFolder, hash_key
+from curation.writer import WriterConfig, code_version, prepare_folder, write_output
 from synthesis.ocr_render.source import STEP as RENDER_STEP
 from synthesis.ocr_render.source import RenderSourceConfig, add_rendered
 
@@ -50,19 +57,23 @@ class BuildPretrainConfig:
     card: bool = True
 
 
-# (config field, step function) in pipeline order; ingest is the sources themselves.
-STEPS = [
-    ("validate", validate),
-    ("exact_dedup", exact_dedup),
-    ("near_dedup", near_dedup_text),
-    ("image_dedup", image_dedup),
-    ("decontam", decontaminate),
-    ("clip", clip_filter),
-]
+def pipeline(cfg: BuildPretrainConfig) -> list[Step]:
+    """The steps, in order (each switched off by its config's `enabled`)."""
+    return [
+        Validate(cfg.validate),
+        ExactDedup(cfg.exact_dedup),
+        NearDedup(cfg.near_dedup),
+        ImageDedup(cfg.image_dedup),
+        Decontaminate(cfg.decontam),
+        ClipFilter(cfg.clip),
+    ]
 
 
 def run(cfg: BuildPretrainConfig, spark=None) -> dict:
     sources = cfg.sources or sample_corpus.source_paths(sample_corpus.generate(cfg.sample_dir, seed=cfg.seed))
+    steps = pipeline(cfg)  # a step whose package is missing fails here, before any work
+    out = Path(cfg.output)
+    prepare_folder(out)
     spark = spark or session("keyeforge build_pretrain")
     started = time.time()
     df = read_sources(spark, sources, cfg.ingest)
@@ -70,13 +81,14 @@ def run(cfg: BuildPretrainConfig, spark=None) -> dict:
     if cfg.render_ocr.enabled:
         df = add_rendered(spark, df, cfg.render_ocr)
         names.append(RENDER_STEP)
-    for name, step in STEPS:
-        step_cfg = getattr(cfg, name)
-        if step_cfg.enabled and not (name == "decontam" and not step_cfg.benchmarks):
-            df = step(df, step_cfg)
-            names.append(name)
+    # The input's key: the sources as they are now and everything that turns them into rows.
+    key = hash_key("build_pretrain", code_version(), fingerprint(sources), cfg.ingest, cfg.render_ocr)
+    result = run_steps(spark, df, steps, WorkFolder(out), key, sources=names)
     resolved = dataclasses.asdict(dataclasses.replace(cfg, sources=sources))
-    manifest = write_output(df, cfg.output, names, resolved, cfg.writer, card=cfg.card, title="keyeforge pretraining shards")
+    manifest = write_output(
+        result.frame, str(out), result.step_names, resolved, cfg.writer, card=cfg.card,
+        title="keyeforge pretraining shards", stats={"job": "build_pretrain", **result.stats},
+    )
     print(
         f"build_pretrain: {manifest['rows']:,} rows kept in {len(manifest['shards'])} shards, "
         f"{manifest['rejects']['rows']:,} rejected -> {cfg.output} ({time.time() - started:.1f}s)"

@@ -24,18 +24,16 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from curation import config as configuration
 from curation import schema
-from curation.dedup import (
-    DecontamConfig,
-    ImageDedupConfig,
-    NearTextDedupConfig,
-    decontaminate,
-    image_dedup,
-    near_dedup_text,
-)
-from curation.exact_dedup import ExactDedupConfig, exact_dedup
-from curation.filtered_copy import with_row_positions
+from curation.dedup.decontam import DecontamConfig, Decontaminate
+from curation.dedup.near_image import ImageDedup, ImageDedupConfig
+from curation.dedup.near_text import NearDedup, NearTextDedupConfig
+from curation.exact_dedup import ExactDedup, ExactDedupConfig
+from curation.runner import run_steps
+from curation.schema.manifest import OutputFolderError, read_manifest
 from curation.spark import session
-from curation.writer import OutputFolderError, WriterConfig, read_manifest, write_output
+from curation.steps import Step
+from curation.workdir import WorkFolder, hash_key
+from curation.writer import WriterConfig, code_version, prepare_folder, write_output
 
 
 @dataclass
@@ -47,21 +45,12 @@ class DedupJobConfig:
     image_dedup: ImageDedupConfig = field(default_factory=ImageDedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     checkpoint_dir: str = ""  # reliable checkpoints for connected components (default: local)
-    # Input splits, and tasks of the signature pass when it reads the shards itself: at least this
-    # many (0: 4 per core). About one per core would leave cores idle while the last large split's
-    # signatures are computed.
-    min_partitions: int = 0
     writer: WriterConfig = field(default_factory=WriterConfig)
     card: bool = True
 
 
-# (config field = step name, step function) in pipeline order.
-STEPS = [
-    ("exact_dedup", exact_dedup),
-    ("near_dedup", near_dedup_text),
-    ("image_dedup", image_dedup),
-    ("decontam", decontaminate),
-]
+def pipeline(cfg: DedupJobConfig) -> list[Step]:
+    return [ExactDedup(cfg.exact_dedup), NearDedup(cfg.near_dedup), ImageDedup(cfg.image_dedup), Decontaminate(cfg.decontam)]
 
 
 def run(cfg: DedupJobConfig, spark=None) -> dict:
@@ -70,55 +59,33 @@ def run(cfg: DedupJobConfig, spark=None) -> dict:
     manifest = read_manifest(cfg.input)  # refuses an incomplete folder with a clear message
     if not manifest.get("shards"):
         raise OutputFolderError(f"the manifest of {cfg.input} lists no shards")
+    if Path(cfg.output).resolve() == Path(cfg.input).resolve():
+        raise OutputFolderError("output must be another folder than input (the kept shards are copies of the input's)")
+    # The manifest's shards (no glob: stray files are not read, and Spark does not look for
+    # streaming metadata under a pattern).
     shards = [str(Path(cfg.input) / shard["path"]) for shard in manifest["shards"]]
+    steps = pipeline(cfg)
+    out = Path(cfg.output)
+    prepare_folder(out)
     spark = spark or session("keyeforge dedup")
     if cfg.checkpoint_dir:
         spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
-    splits = "spark.sql.files.minPartitionNum"
-    previous = spark.conf.get(splits, None)
-    spark.conf.set(splits, str(cfg.min_partitions or 4 * spark.sparkContext.defaultParallelism))
     started = time.time()
-    try:
-        manifest = _run_steps(cfg, spark, shards, started)
-    finally:  # a session given by the caller keeps its own setting
-        if previous is None:
-            spark.conf.unset(splits)
-        else:
-            spark.conf.set(splits, previous)
+    key = hash_key("dedup", code_version(), [(s["path"], s["sha256"]) for s in manifest["shards"]])
+    # The shards are the rows as they are (no copy): they hold exactly the contract's columns, so
+    # giving the schema spares a job reading every footer.
+    result = run_steps(
+        spark, None, steps, WorkFolder(out), key, sources=[], base_files=shards, base_schema=from_arrow_schema(schema.SCHEMA)
+    )
+    manifest = write_output(
+        result.frame, str(out), result.step_names, dataclasses.asdict(cfg), cfg.writer, card=cfg.card,
+        title="keyeforge deduplicated shards", row_files=shards, stats={"job": "dedup", **result.stats},
+    )
     print(
         f"dedup: {manifest['rows']:,} rows kept in {len(manifest['shards'])} shards, "
         f"{manifest['rejects']['rows']:,} rejected -> {cfg.output} ({time.time() - started:.1f}s)"
     )
     return manifest
-
-
-def _run_steps(cfg: DedupJobConfig, spark, shards: list[str], started: float) -> dict:
-    # The manifest's shards (no glob: stray files are not read, and Spark does not look for
-    # streaming metadata under a pattern). They hold exactly the contract's columns: giving the
-    # schema skips a job reading every footer.
-    # Each row's file and index come along: the kept shards are copies of the input shards
-    # without the rows rejected at those positions.
-    df = with_row_positions(spark.read.schema(from_arrow_schema(schema.SCHEMA)).parquet(*shards))
-    # Near-dedup reads the texts from the shards itself (not through the JVM).
-    step_args = {"near_dedup": {"source_files": shards}}
-    names = []
-    for name, step in STEPS:
-        step_cfg = getattr(cfg, name)
-        if step_cfg.enabled and not (name == "decontam" and not step_cfg.benchmarks):
-            df = step(df, step_cfg, **step_args.get(name, {}))
-            names.append(name)
-            print(f"dedup: {name} planned ({time.time() - started:.1f}s)", flush=True)
-    return write_output(
-        df,
-        cfg.output,
-        names,
-        dataclasses.asdict(cfg),
-        cfg.writer,
-        card=cfg.card,
-        title="keyeforge deduplicated shards",
-        # The steps only mark rows: the kept shards are the input shards without their rejects.
-        row_files=shards,
-    )
 
 
 def main(argv: list[str]) -> None:

@@ -18,17 +18,22 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pathlib import Path  # noqa: E402
+
 from curation.config import job_config  # noqa: E402
+from curation.runner import run_steps  # noqa: E402
+from curation.schema.manifest import shard_paths  # noqa: E402
 from curation.spark import session  # noqa: E402
-from curation.writer import WriterConfig, write_output  # noqa: E402
-from synthesis.ocr_extract.step import STEP, ExtractConfig, extract_ocr  # noqa: E402
+from curation.workdir import WorkFolder, hash_key  # noqa: E402
+from curation.writer import WriterConfig, code_version, prepare_folder, write_output  # noqa: E402
+from synthesis.ocr_extract.step import ExtractConfig, ExtractOcr  # noqa: E402
 
 
 @dataclass
 class ExtractJobConfig(ExtractConfig):
     input: str = ""
     output: str = "out/ocr_extract"
-    partitions: int = 0  # 0: as read
+    partitions: int = 0  # at least this many input splits (0: as Spark splits the shards)
     card: bool = True
     writer: WriterConfig = field(default_factory=WriterConfig)
 
@@ -39,13 +44,22 @@ def main(argv: list[str]) -> dict | None:
         return None
     if not cfg.input:
         raise SystemExit("extract_ocr: input=DIR is required: a folder of contract shards (part-*.parquet)")
+    files = [str(p) for p in shard_paths(cfg.input)] if (Path(cfg.input) / "_manifest.json").exists() else sorted(
+        str(p) for p in Path(cfg.input).glob("part-*.parquet")
+    )
+    if not files:
+        raise SystemExit(f"extract_ocr: {cfg.input} holds no part-*.parquet shards")
+    step = ExtractOcr(cfg)
+    out = Path(cfg.output)
+    prepare_folder(out)
     spark = session("extract_ocr")
     start = time.time()
-    df = spark.read.parquet(os.path.join(cfg.input, "part-*.parquet"))
     if cfg.partitions:
-        df = df.repartition(cfg.partitions, "id")
-    out = extract_ocr(df, cfg)
-    manifest = write_output(out, cfg.output, steps=[STEP], config=dataclasses.asdict(cfg), writer=cfg.writer, card=cfg.card)
+        spark.conf.set("spark.sql.files.minPartitionNum", str(cfg.partitions))
+    key = hash_key("extract_ocr", code_version(), [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files])
+    result = run_steps(spark, None, [step], WorkFolder(out), key, sources=[], base_files=files)
+    manifest = write_output(result.frame, str(out), result.step_names, config=dataclasses.asdict(cfg), writer=cfg.writer,
+                            card=cfg.card, stats={"job": "extract_ocr", **result.stats})
     print(json.dumps({"output": cfg.output, "rows": manifest["rows"], "rejected": manifest["rejects"]["rows"],
                       "seconds": round(time.time() - start, 1)}))
     return manifest

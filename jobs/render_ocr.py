@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pathlib import Path  # noqa: E402
+
 from curation.config import job_config  # noqa: E402
+from curation.runner import run_steps  # noqa: E402
 from curation.spark import session  # noqa: E402
-from curation.writer import WriterConfig, write_output  # noqa: E402
+from curation.workdir import WorkFolder, hash_key  # noqa: E402
+from curation.writer import WriterConfig, code_version, prepare_folder, write_output  # noqa: E402
 from synthesis.ocr_render.source import STEP, RenderSourceConfig, rendered_source  # noqa: E402
 
 
@@ -34,10 +38,15 @@ def main(argv: list[str]) -> dict | None:
     cfg = job_config(RenderJobConfig, argv, "render_ocr")
     if cfg is None:
         return None
+    out = Path(cfg.output)
+    prepare_folder(out)
     spark = session("render_ocr")
     start = time.time()
     df = rendered_source(spark, cfg)
-    manifest = write_output(df, cfg.output, steps=[STEP], config=dataclasses.asdict(cfg), writer=cfg.writer, card=cfg.card)
+    key = hash_key("render_ocr", code_version(), dataclasses.asdict(cfg))
+    result = run_steps(spark, df, [], WorkFolder(out), key, sources=[STEP])
+    manifest = write_output(result.frame, str(out), result.step_names, config=dataclasses.asdict(cfg), writer=cfg.writer,
+                            card=cfg.card, stats={"job": "render_ocr", **result.stats})
     print(
         json.dumps(
             {"output": cfg.output, "images": cfg.count, "rows": manifest["rows"],

@@ -21,7 +21,6 @@ is the same whatever the partitioning or the order of the edges.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Iterator
 
@@ -33,28 +32,30 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from curation.spark import checkpoint, small_side
-from curation.steps import is_kept, reject_where
+from curation.steps import is_kept, mark
 
 log = logging.getLogger(__name__)
-
-
-LAST_ROUNDS = [0]  # rounds the last call needed (for tests and benchmarks)
 
 
 class ComponentsDidNotConverge(RuntimeError):
     pass
 
 
-def connected_components(edges: DataFrame, max_rounds: int = 64, local_max_edges: int = 0) -> DataFrame:
+def connected_components(
+    edges: DataFrame, max_rounds: int = 64, local_max_edges: int = 0, stats: dict | None = None
+) -> DataFrame:
     """(node, component) for every node that appears in `edges` (columns src, dst).
 
     `component` is the smallest node of the node's connected component (a root maps to itself).
+    `stats`, when given, gets the star rounds that were needed (`rounds`; 0 when the partition
+    contraction or the driver's union-find finished the graph).
     """
+    stats = {} if stats is None else stats
     edges = edges.select(F.col("src").cast("string"), F.col("dst").cast("string"))
     if local_max_edges > 0:
         current = checkpoint(_normalise(edges))
         if current.count() <= local_max_edges:
-            LAST_ROUNDS[0] = 0
+            stats["rounds"] = 0
             return _local_components(current)
     current = checkpoint(_contract_partitions(edges))
     rounds = 0
@@ -64,7 +65,7 @@ def connected_components(edges: DataFrame, max_rounds: int = 64, local_max_edges
         rounds += 1
         current = checkpoint(_small_star(_large_star(current)))
     log.info("connected components converged after %d rounds", rounds)
-    LAST_ROUNDS[0] = rounds
+    stats["rounds"] = rounds
     # Once converged every edge is (child, root) with root < child.
     children = current.select(F.col("src").alias("node"), F.col("dst").alias("component"))
     roots = current.select(F.col("dst").alias("node"), F.col("dst").alias("component")).distinct()
@@ -167,15 +168,16 @@ def _is_star_forest(edges: DataFrame) -> bool:
     return bad.limit(1).count() == 0
 
 
-class Progress:
-    """Prints how long each phase of a step took (long work shows progress)."""
+class PhaseClock:
+    """Seconds of each phase of a step, kept in its stats (`phase_seconds`)."""
 
-    def __init__(self, step: str):
-        self.step, self.last = step, time.perf_counter()
+    def __init__(self, stats: dict):
+        self.phases = stats.setdefault("phase_seconds", {})
+        self.last = time.perf_counter()
 
-    def note(self, what: str) -> None:
+    def note(self, phase: str) -> None:
         now = time.perf_counter()
-        print(f"{self.step}: {what} in {now - self.last:.1f}s", file=sys.stderr, flush=True)
+        self.phases[phase] = round(now - self.last, 3)
         self.last = now
 
 
@@ -185,37 +187,35 @@ def reject_duplicates(
     step: str,
     reason: str,
     keep_by: str | None = None,
+    stats: dict | None = None,
 ) -> DataFrame:
     """Keep one row per component, mark the others rejected with the kept row's id as detail.
 
     The kept row has the highest `keep_by` value (nulls last) when a quality column is named,
-    then the smallest id: a deterministic rule, independent of partitioning.
+    then the smallest id: a deterministic rule, independent of partitioning. `stats`, when given,
+    gets the components' count and their sizes (`cluster_sizes`: size -> components).
     """
     if not keep_by:
         # The component label is its smallest id, which is the row kept: no ranking needed.
-        verdicts = checkpoint(
-            components.where(F.col("node") != F.col("component")).select(
-                F.col("node").alias("_dup_id"), F.col("component").alias("_dup_of")
-            )
+        verdicts = components.where(F.col("node") != F.col("component")).select(
+            F.col("node").alias("id"), F.lit(reason).alias("reason"), F.col("component").alias("detail")
         )
-        return _mark(df, verdicts, step, reason)
-    quality = df.where(is_kept()).select("id", F.col(keep_by).alias("_quality")).dropDuplicates(["id"])
-    members = components.select(F.col("node").alias("id"), "component").join(quality, "id", "left")
-    order = [F.col("_quality").desc_nulls_last(), F.col("id").asc()]
-    rank = Window.partitionBy("component").orderBy(*order)
-    ranked = members.withColumn(
-        "_keeper", F.first("id").over(rank.rowsBetween(Window.unboundedPreceding, Window.currentRow))
-    )
-    verdicts = checkpoint(
-        ranked.where(F.col("_keeper") != F.col("id")).select(
-            F.col("id").alias("_dup_id"), F.col("_keeper").alias("_dup_of")
+    else:
+        quality = df.where(is_kept()).select("id", F.col(keep_by).alias("_quality")).dropDuplicates(["id"])
+        members = components.select(F.col("node").alias("id"), "component").join(quality, "id", "left")
+        order = [F.col("_quality").desc_nulls_last(), F.col("id").asc()]
+        rank = Window.partitionBy("component").orderBy(*order)
+        ranked = members.withColumn(
+            "_keeper", F.first("id").over(rank.rowsBetween(Window.unboundedPreceding, Window.currentRow))
         )
-    )
-    return _mark(df, verdicts, step, reason)
-
-
-def _mark(df: DataFrame, verdicts: DataFrame, step: str, reason: str) -> DataFrame:
-    """Reject the rows listed in `verdicts` (_dup_id, _dup_of) with the kept row's id as detail."""
-    joined = df.join(small_side(verdicts), df["id"] == verdicts["_dup_id"], "left")
-    marked = reject_where(joined, F.col("_dup_of").isNotNull(), step, reason, F.col("_dup_of"))
-    return marked.drop("_dup_id", "_dup_of")
+        verdicts = ranked.where(F.col("_keeper") != F.col("id")).select(
+            "id", F.lit(reason).alias("reason"), F.col("_keeper").alias("detail")
+        )
+    verdicts = checkpoint(verdicts)
+    rows = verdicts.count()
+    if stats is not None:
+        sizes = components.groupBy("component").count().groupBy(F.col("count").alias("size")).count().collect()
+        stats["components"] = sum(r["count"] for r in sizes)
+        stats["cluster_sizes"] = {str(r["size"]): r["count"] for r in sorted(sizes, key=lambda r: r["size"])}
+        stats["duplicate_rows"] = rows
+    return mark(df, verdicts, step, on="id", rows=rows)

@@ -28,7 +28,8 @@ from pyspark.sql import functions as F
 from curation.dedup import image_hash
 from curation.dedup.benchmarks import BenchmarkConfig, BenchmarkItem, load_benchmark
 from curation.row_text import row_text
-from curation.steps import is_kept, reject_where, with_reject_column
+from curation.spark import checkpoint
+from curation.steps import Step, is_kept, mark, with_reject_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -241,11 +242,31 @@ def _clip_overlaps(kept: DataFrame, items: list[BenchmarkItem], cfg: DecontamCon
     return rows.mapInPandas(matcher, "id string, detail string")
 
 
+class Decontaminate(Step):
+    """The step: kept rows overlapping a benchmark are rejected as `benchmark_overlap`. It runs
+    when benchmarks are listed. Stats: benchmark items loaded, overlaps per benchmark and rule."""
+
+    name = STEP
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.config.enabled and self.config.benchmarks)
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        df = with_reject_column(df)
+        items = load_benchmarks(self.config)
+        self.stats["benchmark_items"] = {name: sum(1 for it in items if it.benchmark == name) for name in sorted({it.benchmark for it in items})}
+        found = checkpoint(overlaps(df, self.config, items))
+        groups = found.groupBy(
+            F.regexp_extract("detail", r"benchmark=(\S+)", 1).alias("benchmark"), F.regexp_extract("detail", r"by=(\S+)", 1).alias("by")
+        ).count()
+        by = {f"{r['benchmark']} by {r['by']}": r["count"] for r in groups.collect()}
+        self.stats["overlaps"] = dict(sorted(by.items()))
+        verdicts = found.select("id", F.lit(REASON).alias("reason"), "detail")
+        return mark(df, verdicts, STEP, on="id", rows=sum(by.values()))
+
+
 def decontaminate(df: DataFrame, cfg: DecontamConfig) -> DataFrame:
-    """The step: kept rows overlapping a benchmark are rejected as `benchmark_overlap`."""
-    df = with_reject_column(df)
-    if not cfg.enabled or not cfg.benchmarks:
-        return df
-    found = overlaps(df, cfg).select(F.col("id").alias("_overlap_id"), F.col("detail").alias("_overlap"))
-    joined = df.join(found, df["id"] == found["_overlap_id"], "left")
-    return reject_where(joined, F.col("_overlap").isNotNull(), STEP, REASON, F.col("_overlap")).drop("_overlap_id", "_overlap")
+    """The step as a function (`Decontaminate(cfg)(df)`)."""
+    step = Decontaminate(cfg)
+    return step(df) if step.enabled else with_reject_column(df)

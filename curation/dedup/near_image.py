@@ -20,15 +20,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curation.dedup import image_hash
-from curation.dedup.components import (
-    LAST_ROUNDS,
-    Progress,
-    connected_components,
-    reject_duplicates,
-)
+from curation.dedup.components import PhaseClock, connected_components, reject_duplicates
 from curation.dedup.near_text import bucket_pairs
-from curation.spark import checkpoint
-from curation.steps import is_kept, with_reject_column
+from curation.spark import checkpoint, small_side
+from curation.workdir import PHASHES
+from curation.steps import Step, is_kept, with_reject_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,10 +54,12 @@ IMAGE_HASH_SCHEMA = "id string, pos int, pixel_hash string, phash long, bands ar
 
 
 class _HashBatches:
-    """mapInPandas function: (id, pos, bytes) -> fingerprints of each readable image."""
+    """mapInPandas function: (id, pos, bytes) -> fingerprints of each readable image (the pixel
+    hash only when asked: wherever pHashes are compared, identical pixels are caught by them)."""
 
-    def __init__(self, bands: int, bits_per_band: int, seed: int):
+    def __init__(self, bands: int, bits_per_band: int, seed: int, pixel_hash: bool = True):
         self.positions = image_hash.band_positions(bands, bits_per_band, seed)
+        self.pixel_hash = pixel_hash
 
     def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd  # in the workers only: a driver planning the steps does not load pandas
@@ -72,32 +70,71 @@ class _HashBatches:
                 img = image_hash.decode(data) if data is not None else None
                 if img is None:
                     continue
-                ids.append(row_id)
-                poss.append(int(pos))
-                pixel_hashes.append(image_hash.pixel_hash(img))
-                phashes.append(image_hash.phash(img))
+                with img:
+                    ids.append(row_id)
+                    poss.append(int(pos))
+                    pixel_hashes.append(image_hash.pixel_hash(img) if self.pixel_hash else None)
+                    phashes.append(image_hash.phash(img))
             hashes = np.asarray(phashes, dtype=np.int64)
             values = image_hash.band_values(hashes, self.positions) if len(hashes) else np.zeros((0, 0), np.int64)
             yield pd.DataFrame(
-                {"id": ids, "pos": np.asarray(poss, dtype=np.int32), "pixel_hash": pixel_hashes, "phash": hashes, "bands": list(values)}
+                {"id": ids, "pos": np.asarray(poss, dtype=np.int32), "pixel_hash": pd.Series(pixel_hashes, dtype=object),
+                 "phash": hashes, "bands": list(values)}
             )
 
 
-def image_hashes(df: DataFrame, cfg: ImageDedupConfig) -> DataFrame:
-    """One row per readable image of each kept row: id, pos, pixel_hash, phash, band values."""
+class _BandBatches:
+    """mapInPandas function: (id, pos, phash) of images hashed before -> the same fingerprint rows."""
+
+    def __init__(self, bands: int, bits_per_band: int, seed: int):
+        self.positions = image_hash.band_positions(bands, bits_per_band, seed)
+
+    def __call__(self, batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import pandas as pd
+
+        for batch in batches:
+            hashes = batch["phash"].to_numpy(dtype=np.int64)
+            values = image_hash.band_values(hashes, self.positions) if len(hashes) else np.zeros((0, 0), np.int64)
+            yield pd.DataFrame(
+                {"id": batch["id"], "pos": batch["pos"].astype(np.int32), "pixel_hash": pd.Series([None] * len(hashes), dtype=object),
+                 "phash": hashes, "bands": list(values)}
+            )
+
+
+def image_hashes(df: DataFrame, cfg: ImageDedupConfig, known: DataFrame | None = None, known_rows: int = 0) -> DataFrame:
+    """One row per readable image of each kept row: id, pos, pixel_hash, phash, band values.
+
+    `known`: (sha256, phash) of images hashed before (`known_rows` of them): those images are not
+    decoded again, only the others are. Unused when exact copies alone are asked for (`exact`
+    without `near`), which needs every image's pixel hash.
+    """
     images = (
         with_reject_column(df)
         .where(is_kept())
         .select("id", F.posexplode("images").alias("pos", "image"))
-        .select("id", "pos", F.col("image.bytes").alias("bytes"))
+        .select("id", "pos", F.col("image.sha256").alias("sha256"), F.col("image.bytes").alias("bytes"))
     )
-    return images.mapInPandas(_HashBatches(cfg.bands, cfg.bits_per_band, cfg.seed), IMAGE_HASH_SCHEMA)
+    exact_only = cfg.exact and not cfg.near
+    decode = _HashBatches(cfg.bands, cfg.bits_per_band, cfg.seed, pixel_hash=exact_only)
+    if known is None or exact_only:
+        return images.select("id", "pos", "bytes").mapInPandas(decode, IMAGE_HASH_SCHEMA)
+    known = small_side(known, known_rows, row_bytes=80)
+    found = images.select("id", "pos", "sha256").join(known, "sha256").select("id", "pos", "phash")
+    hashed = found.mapInPandas(_BandBatches(cfg.bands, cfg.bits_per_band, cfg.seed), IMAGE_HASH_SCHEMA)
+    # Images nobody hashed yet (rows that did not pass validation's decoding): few or none. Their
+    # keys are found narrowly, and only their bytes are read again.
+    missing = checkpoint(images.select("id", "pos", "sha256").join(known.select("sha256"), "sha256", "left_anti").select("id", "pos"))
+    n_missing = missing.count()
+    if not n_missing:
+        return hashed
+    again = images.join(small_side(missing, n_missing, row_bytes=48), ["id", "pos"], "left_semi").select("id", "pos", "bytes")
+    return hashed.unionByName(again.mapInPandas(decode, IMAGE_HASH_SCHEMA))
 
 
 def image_edges(hashes: DataFrame, cfg: ImageDedupConfig) -> DataFrame:
     """(src, dst) row pairs that share an identical or a near-identical image."""
     edges = []
-    if cfg.exact:
+    if cfg.exact and not cfg.near:  # with near on, identical pixels are pHash-identical: found there
         same_pixels = hashes.groupBy("pixel_hash").agg(F.array_sort(F.collect_set("id")).alias("ids"))
         # Every image in a bucket is the same picture: a star links them all.
         edges.append(bucket_pairs(same_pixels.where(F.size("ids") > 1), 0))
@@ -120,15 +157,54 @@ def image_edges(hashes: DataFrame, cfg: ImageDedupConfig) -> DataFrame:
     return out.where(F.col("src") != F.col("dst")).distinct()
 
 
-def image_dedup(df: DataFrame, cfg: ImageDedupConfig) -> DataFrame:
+class ImageDedup(Step):
     """The step: rows showing an image that another kept row shows (exactly or nearly) are
-    rejected as `duplicate_image`, one row per group kept."""
-    df = with_reject_column(df)
-    if not cfg.enabled or not (cfg.exact or cfg.near):
-        return df
-    clock = Progress(STEP)
-    hashes = checkpoint(image_hashes(df, cfg))
-    clock.note("image hashes")
-    components = connected_components(image_edges(hashes, cfg), cfg.max_rounds, cfg.driver_components_max_edges)
-    clock.note(f"candidate pairs and connected components ({LAST_ROUNDS[0]} rounds)")
-    return reject_duplicates(df, components, STEP, REASON, cfg.keep_by)
+    rejected as `duplicate_image`, one row per group kept. Only ids and fingerprints are grouped.
+    Stats: images hashed, duplicate pairs, components, their sizes, phase seconds."""
+
+    name = STEP
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        cfg = self.config
+        df = with_reject_column(df)
+        if not (cfg.exact or cfg.near):
+            return df
+        clock = PhaseClock(self.stats)
+        known, known_rows = known_phashes(self.context.work)
+        hashes = checkpoint(image_hashes(df, cfg, known, known_rows))
+        self.stats["images_hashed"] = hashes.count()
+        clock.note("image hashes")
+        edges = checkpoint(image_edges(hashes, cfg))
+        self.stats["duplicate_pairs"] = edges.count()
+        clock.note("duplicate pairs")
+        components = connected_components(edges, cfg.max_rounds, cfg.driver_components_max_edges, self.stats)
+        clock.note("connected components")
+        marked = reject_duplicates(df, components, STEP, REASON, cfg.keep_by, self.stats)
+        clock.note("duplicates chosen")
+        return marked
+
+
+def known_phashes(work) -> tuple[DataFrame | None, int]:
+    """(sha256, phash) of the images a step of this job decoded before (validation), and their
+    count; (None, 0) outside a job or when none did."""
+    if work is None:
+        return None, 0
+    from pyspark.sql import SparkSession
+
+    records = work.find_all(PHASHES)
+    if not records:
+        return None, 0
+    spark = SparkSession.getActiveSession()
+    frames = [work.read_frame(spark, r) for r in records]
+    known = frames[0]
+    for more in frames[1:]:
+        known = known.unionByName(more)
+    if len(frames) > 1:
+        known = checkpoint(known.dropDuplicates(["sha256"]))
+        return known, known.count()
+    return known, records[0]["rows"]
+
+
+def image_dedup(df: DataFrame, cfg: ImageDedupConfig) -> DataFrame:
+    """The step as a function (`ImageDedup(cfg)(df)`)."""
+    return ImageDedup(cfg)(df) if cfg.enabled else with_reject_column(df)

@@ -28,16 +28,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curation.dedup import lsh, minhash
-from curation.dedup.components import (
-    LAST_ROUNDS,
-    Progress,
-    connected_components,
-    reject_duplicates,
-)
+from curation.dedup.components import PhaseClock, connected_components, reject_duplicates
 from curation.dedup.shingles import token_spans
 from curation.row_text import arrow_row_text, row_text
 from curation.spark import checkpoint, small_side
-from curation.steps import REJECT, is_kept, with_reject_column
+from curation.steps import Step, StepContext, is_kept, with_reject_column
 
 STEP = "near_dedup"
 REASON = "near_duplicate"
@@ -67,6 +62,9 @@ class NearTextDedupConfig:
     # MinHash values) or "none".
     verify: str = "exact"
     all_pairs_bucket: int = 32  # buckets up to this size give all pairs, larger ones a star + chain
+    # Tasks of the signature pass when it reads the shards itself (0: 4 per core; about one per
+    # core would leave cores idle while the last large task runs).
+    signature_tasks: int = 0
     keep_by: str | None = None  # quality column (higher is kept), then the smallest id
     max_rounds: int = 64
     # > 0: a duplicate graph of at most this many edges is solved by union-find in the driver
@@ -202,19 +200,13 @@ def file_signatures(spark: SparkSession, files: Sequence[str], cfg: NearTextDedu
     The JVM's part of the job is a range of row-group numbers: the rows' nested messages are not
     decoded into Spark rows and converted back to Arrow (~2x less work on the cores than reading
     the text through a DataFrame, and no cold start of the JVM's Parquet reader). Tasks get equal
-    runs of row groups, in file order: as many tasks as `spark.sql.files.minPartitionNum` asks for
-    file splits, else 4 a core (fewer would leave cores idle while the last ones run).
+    runs of row groups, in file order: `signature_tasks` tasks, else 4 a core (fewer would leave cores idle while the last ones run).
     """
     units = [(str(path), group) for path in files for group in range(pq.read_metadata(path).num_row_groups)]
-    splits = int(spark.conf.get("spark.sql.files.minPartitionNum", None) or 4 * spark.sparkContext.defaultParallelism)
+    splits = cfg.signature_tasks or 4 * spark.sparkContext.defaultParallelism
     tasks = max(1, min(len(units), splits))
     numbers = spark.range(len(units), numPartitions=tasks)
     return numbers.mapInArrow(_FileSignatures(cfg, units), signature_schema(cfg))
-
-
-def candidate_pairs(signatures: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
-    """(src, dst) pairs of rows that share a band key, confirmed by their Jaccard similarity."""
-    return confirm_pairs(checkpoint(band_pairs(signatures, cfg)), signatures, cfg)
 
 
 def band_pairs(signatures: DataFrame, cfg: NearTextDedupConfig) -> DataFrame:
@@ -379,37 +371,49 @@ def bucket_pairs(buckets: DataFrame, all_pairs_bucket: int) -> DataFrame:
     return all_pairs.unionByName(star).unionByName(chain)
 
 
-def near_dedup_text(df: DataFrame, cfg: NearTextDedupConfig, source_files: Sequence[str] = ()) -> DataFrame:
+class NearDedup(Step):
     """The step: rows whose text nearly duplicates a kept row's are rejected as `near_duplicate`.
 
-    `source_files`: the Parquet shards whose rows `df` holds unchanged (steps before may have
-    marked some rejected), if the caller knows them: the signatures then read the texts from those
-    files in the Python workers (`file_signatures`) instead of through the JVM, and keep the rows
-    whose id a kept row has. The same result, less work, since ids are content hashes: rows that
-    share an id share their text.
+    When the runner says the frame's rows sit unchanged in Parquet files (`context.base_files`),
+    the signatures read the texts from those files in the Python workers (`file_signatures`)
+    instead of through the JVM, and keep the rows whose id a kept row has: the same result with
+    less work, since ids are content hashes and rows that share an id share their text.
     Runs Spark jobs now (signatures, candidates, components); the returned frame is lazy again.
+    Stats: rows signed, candidate and confirmed pairs, components, their sizes, phase seconds.
     """
-    marked_before = REJECT in df.columns
-    df = with_reject_column(df)
-    if not cfg.enabled:
-        return df
-    clock = Progress(STEP)
-    if not source_files:
-        sigs = checkpoint(text_signatures(df, cfg))
-    elif not marked_before:
-        sigs = checkpoint(file_signatures(df.sparkSession, source_files, cfg))
-    else:  # rows a step before rejected are not compared
-        kept_ids = checkpoint(df.where(is_kept()).select("id"))
-        sigs = checkpoint(
-            file_signatures(df.sparkSession, source_files, cfg).join(small_side(kept_ids), "id", "left_semi")
-        )
-    clock.note("signatures")
-    pairs = checkpoint(band_pairs(sigs, cfg))
-    clock.note("candidate pairs")
-    confirmed = checkpoint(confirm_pairs(pairs, sigs, cfg))
-    clock.note(f"confirmed pairs ({cfg.verify})")
-    components = connected_components(confirmed, cfg.max_rounds, cfg.driver_components_max_edges)
-    clock.note(f"connected components ({LAST_ROUNDS[0]} rounds; 0: solved in the driver)")
-    marked = reject_duplicates(df, components, STEP, REASON, cfg.keep_by)
-    clock.note("duplicates chosen")
-    return marked
+
+    name = STEP
+    requires = ("numba",)
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        cfg, files = self.config, self.context.base_files
+        df = with_reject_column(df)
+        clock = PhaseClock(self.stats)
+        if not files:
+            sigs = checkpoint(text_signatures(df, cfg))
+        else:  # rows a step before rejected are not compared
+            kept_ids = checkpoint(df.where(is_kept()).select("id"))
+            sigs = checkpoint(file_signatures(df.sparkSession, files, cfg).join(small_side(kept_ids, row_bytes=48), "id", "left_semi"))
+        self.stats["signed_rows"] = sigs.count()
+        clock.note("signatures")
+        pairs = checkpoint(band_pairs(sigs, cfg))
+        self.stats["candidate_pairs"] = pairs.count()
+        clock.note("candidate pairs")
+        confirmed = checkpoint(confirm_pairs(pairs, sigs, cfg))
+        self.stats["confirmed_pairs"] = confirmed.count()
+        clock.note(f"confirmed pairs ({cfg.verify})")
+        components = connected_components(confirmed, cfg.max_rounds, cfg.driver_components_max_edges, self.stats)
+        clock.note("connected components")
+        marked = reject_duplicates(df, components, STEP, REASON, cfg.keep_by, self.stats)
+        clock.note("duplicates chosen")
+        return marked
+
+
+def near_dedup_text(df: DataFrame, cfg: NearTextDedupConfig, source_files: Sequence[str] = ()) -> DataFrame:
+    """The step as a function: `NearDedup(cfg)(df)`, reading texts from `source_files` when the
+    frame's rows are those files' rows, unchanged (marks aside)."""
+    step = NearDedup(cfg)
+    if not step.enabled:
+        return with_reject_column(df)
+    step.context = StepContext(base_files=source_files)
+    return step(df)

@@ -11,6 +11,8 @@ its reason, so nothing found is lost silently.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from functools import reduce
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from curation.sources import folders, tables, webdataset
 from curation.sources.common import STEP, IngestConfig
 
-__all__ = ["STEP", "IngestConfig", "detect_format", "read_source", "read_sources", "source_name"]
+__all__ = ["STEP", "IngestConfig", "detect_format", "fingerprint", "read_source", "read_sources", "source_name"]
 
 READERS = {"folder": folders.read, "webdataset": webdataset.read, "table": tables.read}
 
@@ -61,3 +63,21 @@ def read_sources(spark: SparkSession, paths: list[str], cfg: IngestConfig) -> Da
     if not frames:
         raise ValueError("no sources given: set sources=PATH[,PATH...]")
     return reduce(DataFrame.unionByName, frames)
+
+
+def fingerprint(paths: list[str]) -> str:
+    """A hash of what the sources hold now: every file's path, size and modification time (no
+    content is read). A resumed job reuses its persisted work only while this is unchanged. Images
+    that a table names by path are outside it: a table's own file changes when it is rewritten,
+    but replacing an image file in place under the same name is not noticed."""
+    digest = hashlib.sha256()
+    for entry in paths:
+        _, sep, path = entry.partition("=")
+        path = path if sep else entry
+        digest.update(f"\0{entry}".encode())
+        root = Path(path)
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for file in files:
+            stat = os.stat(file)
+            digest.update(f"\0{file.relative_to(root) if file != root else file.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]

@@ -4,6 +4,7 @@ contract row (or a refusal with its reason), and the row schema sources emit."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -35,8 +36,11 @@ class IngestConfig:
     # JSON / table fields holding the caption, first found wins
     caption_keys: list[str] = field(default_factory=lambda: ["caption", "text", "txt"])
     image_keys: list[str] = field(default_factory=lambda: ["image", "jpg", "png", "img"])
-    rows_per_batch: int = 256  # rows a reader hands to Spark at a time
+    rows_per_batch: int = 256  # rows a reader hands to Spark at a time, at most ...
+    batch_bytes: int = 16 * 2**20  # ... and at most this many bytes of images and text
     jsonl_split_bytes: int = 64 * 2**20  # JSONL files are read in byte ranges of this size
+    # Images in other formats (BMP, GIF, TIFF, ...) are re-encoded losslessly as PNG on the way in.
+    keep_formats: list[str] = field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
 
 
 def detect_lang(text: str) -> str:
@@ -57,7 +61,9 @@ def caption_from_json(raw: bytes, keys: list[str]) -> bytes | None:
     return None
 
 
-def make_caption_row(source: str, origin: str, image: bytes | None, caption: bytes | None) -> dict:
+def make_caption_row(
+    source: str, origin: str, image: bytes | None, caption: bytes | None, keep_formats: Iterable[str] = ("JPEG", "PNG", "WEBP")
+) -> dict:
     """A caption row from raw bytes, or a refused row saying why it could not become one."""
     if image is None:
         return refused(source, origin, "image_missing", "no image for this caption", caption)
@@ -67,9 +73,26 @@ def make_caption_row(source: str, origin: str, image: bytes | None, caption: byt
         text = caption.decode("utf-8")
     except UnicodeDecodeError as exc:
         return refused(source, origin, "text_not_utf8", f"caption is not UTF-8: {exc.reason} at byte {exc.start}", image, caption)
-    row = schema.caption_row(source, image, text, lang=detect_lang(text), extra={"origin": origin})
+    row = schema.caption_row(source, normalise_image(image, keep_formats), text, lang=detect_lang(text), extra={"origin": origin})
     row[REJECT] = None
     return row
+
+
+def normalise_image(data: bytes, keep_formats: Iterable[str]) -> bytes:
+    """The image as found when its format is one of `keep_formats` (or it cannot be read: the
+    validation step refuses it with its reason), else re-encoded losslessly as PNG."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            if img.format in keep_formats:
+                return data
+            frame = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    except Exception:  # unreadable: kept as found for validation to refuse with its reason
+        return data
+    buf = io.BytesIO()
+    frame.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
 
 
 def refused(source: str, origin: str, reason: str, detail: str, *content: bytes | None) -> dict:
@@ -92,13 +115,21 @@ def to_batch(rows: list[dict]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
 
 
-def batches_of(rows: Iterable[dict], size: int) -> Iterator[pa.RecordBatch]:
-    """Arrow batches of at most `size` rows, so a large shard or table streams through memory."""
-    chunk = []
+def batches_of(rows: Iterable[dict], size: int, max_bytes: int = 16 * 2**20) -> Iterator[pa.RecordBatch]:
+    """Arrow batches of at most `size` rows and about `max_bytes` of image bytes and text, so a
+    large shard or table streams through memory whatever its images weigh."""
+    chunk, chunk_bytes = [], 0
     for row in rows:
         chunk.append(row)
-        if len(chunk) == size:
+        chunk_bytes += _payload_bytes(row)
+        if len(chunk) == size or chunk_bytes >= max_bytes:
             yield to_batch(chunk)
-            chunk = []
+            chunk, chunk_bytes = [], 0
     if chunk:
         yield to_batch(chunk)
+
+
+def _payload_bytes(row: dict) -> int:
+    images = sum(len(image["bytes"] or b"") for image in row.get("images") or ())
+    texts = sum(len(p["text"] or "") for m in row.get("messages") or () for p in m["content"] or ())
+    return images + texts + 256

@@ -44,7 +44,7 @@ class _FolderReader:
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             rows = (self.safe_row(item) for item in batch.column("item").to_pylist())
-            yield from batches_of(rows, self.cfg.rows_per_batch)
+            yield from batches_of(rows, self.cfg.rows_per_batch, self.cfg.batch_bytes)
 
     def safe_row(self, item: str) -> dict:
         try:
@@ -66,4 +66,4 @@ class _FolderReader:
         elif os.path.exists(stem + ".json"):
             with open(stem + ".json", "rb") as f:
                 caption = caption_from_json(f.read(), self.cfg.caption_keys)
-        return make_caption_row(self.source, item, image, caption)
+        return make_caption_row(self.source, item, image, caption, self.cfg.keep_formats)

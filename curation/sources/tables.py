@@ -54,7 +54,7 @@ class _TableReader:
         for batch in batches:
             for unit in batch.to_pylist():
                 reader = self.parquet_rows if unit["file"].endswith(".parquet") else self.jsonl_rows
-                yield from batches_of(reader(unit["file"], unit["start"], unit["end"]), self.cfg.rows_per_batch)
+                yield from batches_of(reader(unit["file"], unit["start"], unit["end"]), self.cfg.rows_per_batch, self.cfg.batch_bytes)
 
     def parquet_rows(self, file: str, row_group: int, _end: int) -> Iterator[dict]:
         try:
@@ -63,8 +63,11 @@ class _TableReader:
             yield refused(self.source, Path(file).name, "unreadable_table", f"{type(exc).__name__}: {exc}"[:300])
             return
         offset = sum(pf.metadata.row_group(i).num_rows for i in range(row_group))
-        for i, record in enumerate(pf.read_row_group(row_group).to_pylist()):
-            yield self.row(file, f"{Path(file).name}#row={offset + i}", record)
+        # Small batches of the row group: a table of embedded images may have huge row groups.
+        for part in pf.iter_batches(batch_size=64, row_groups=[row_group], use_threads=False):
+            for record in part.to_pylist():
+                yield self.row(file, f"{Path(file).name}#row={offset}", record)
+                offset += 1
 
     def jsonl_rows(self, file: str, start: int, end: int) -> Iterator[dict]:
         """Lines that begin inside [start, end): each line belongs to exactly one range."""
@@ -106,7 +109,7 @@ class _TableReader:
             return refused(self.source, origin, "image_not_found", str(exc), caption)
         except PermissionError as exc:
             return refused(self.source, origin, "unsafe_image_path", str(exc), caption)
-        return make_caption_row(self.source, origin, image, caption)
+        return make_caption_row(self.source, origin, image, caption, self.cfg.keep_formats)
 
     @staticmethod
     def image_bytes(file: str, value) -> bytes | None:

@@ -55,7 +55,7 @@ class _TarReader:
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for shard in batch.column("shard").to_pylist():
-                yield from batches_of(self.rows(shard), self.cfg.rows_per_batch)
+                yield from batches_of(self.rows(shard), self.cfg.rows_per_batch, self.cfg.batch_bytes)
 
     def rows(self, shard: str) -> Iterator[dict]:
         name = str(Path(shard).relative_to(self.root)) if shard.startswith(self.root) else Path(shard).name
@@ -97,4 +97,4 @@ class _TarReader:
         else:
             if "json" in members:
                 caption = caption_from_json(members["json"], self.cfg.caption_keys)
-        return make_caption_row(self.source, f"{shard}#{key}", image, caption)
+        return make_caption_row(self.source, f"{shard}#{key}", image, caption, self.cfg.keep_formats)

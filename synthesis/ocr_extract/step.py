@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from curation import schema
-from curation.steps import REJECT, REJECT_TYPE, with_reject_column
+from curation.steps import ALL_COLUMNS, REJECT, REJECT_TYPE, Step, with_reject_column
 from synthesis.ocr_extract.engine import EngineConfig, OcrLine, get_engine
 from synthesis.ocr_extract.reading import language, reading_order
 from synthesis.ocr_render.phrasings import question
@@ -42,6 +42,19 @@ class ExtractConfig:
     max_side: int = 1600  # longer images are scaled down before OCR
     batch_size: int = 8
     source: str = "ocr_extract"
+
+
+class ExtractOcr(Step):
+    """The step object (a row rewriter: the runner materialises its output as the new rows)."""
+
+    name = STEP
+    writes = ALL_COLUMNS
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        return extract_ocr(df, self.config)
+
+    def cache_key(self) -> dict:
+        return {f.name: dataclasses.asdict(self.config).get(f.name) for f in dataclasses.fields(ExtractConfig)}
 
 
 def extract_ocr(df: DataFrame, cfg: ExtractConfig) -> DataFrame:

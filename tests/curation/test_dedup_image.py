@@ -47,7 +47,7 @@ def test_phash_bits_follow_the_dct_definition():
     # Independent check with an explicit O(n^4) DCT-II: the bit for (u, v) is set when that
     # coefficient exceeds the median of the 8x8 lowest frequencies.
     img = natural_image(7)
-    x = np.asarray(img.convert("L").resize((32, 32), image_hash.Image.Resampling.LANCZOS), dtype=np.float64)
+    x = image_hash.grey32(img)
     n = np.arange(32)
     coeffs = np.array(
         [[np.sum(x * np.outer(np.cos(np.pi * (2 * n + 1) * u / 64), np.cos(np.pi * (2 * n + 1) * v / 64))) for v in range(8)] for u in range(8)]

@@ -114,7 +114,7 @@ def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_spl
                 "near_dedup.threshold=0.7",
                 "exact_dedup.enabled=false",
                 "image_dedup.enabled=false",
-                f"min_partitions={splits}",
+                f"near_dedup.signature_tasks={splits}",
                 "card=false",
             ],
         )

@@ -300,12 +300,9 @@ def test_signatures_read_from_the_shards_equal_those_through_the_jvm(spark, tmp_
 
     through_jvm = collected(text_signatures(spark.read.parquet(*files), cfg))
     assert len(through_jvm) == len(rows) - 2
-    for splits in ("1", "5"):
-        spark.conf.set("spark.sql.files.minPartitionNum", splits)
-        try:
-            assert collected(file_signatures(spark, files, cfg)) == through_jvm, splits
-        finally:
-            spark.conf.unset("spark.sql.files.minPartitionNum")
+    for tasks in (1, 5):
+        split_cfg = NearTextDedupConfig(threshold=THRESHOLD, verify=verify, signature_tasks=tasks)
+        assert collected(file_signatures(spark, files, split_cfg)) == through_jvm, tasks
 
 
 def test_texts_from_the_shards_after_earlier_steps_give_the_same_marks(spark, tmp_path):

@@ -1,0 +1,192 @@
+"""The one runner every curation job uses: materialise the input rows, run the steps, persist each
+step's result, and record what each step did.
+
+    result = run_steps(spark, frame, steps, work, input_key, sources=["ingest"])
+    write_output(result.frame, output, result.step_names, config, stats=result.stats)
+
+1. The input rows are written once to the work folder (`base`): whole rows, Parquet with
+   byte-bounded row groups, each row then named by its `_row` key (file number and row index).
+   A job whose input already is Parquet shards passes their files instead (`base_files`).
+2. Each enabled step gets the current frame, base rows with the marks so far, and returns it
+   marked. Its result is persisted under a key that hashes its input's key and its config: the
+   marks (`_row`, `_reject` and the columns steps `write`, for the rows they touched: narrow) or,
+   for a step that rewrites rows, the rows themselves (a new base). The next step's frame is the
+   base with those marks joined back by `_row`.
+3. A re-run after a kill finds the complete results by their keys and reuses them; what a changed
+   setting affects has a new key and is recomputed.
+
+Per step the runner records its seconds, whether it was reused, rows in and out, and the step's
+own `stats`; the writer saves them as `_stats.json` and the card shows them. Long steps show
+progress (curation.progress).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from curation import parquet_files
+from curation.progress import track
+from curation.spark import small_side, tune_for_rows
+from curation.steps import ALL_COLUMNS, REJECT, ROW, Step, StepContext, is_kept, with_reject_column
+from curation.workdir import WorkFolder, hash_key, with_row_key
+
+
+@dataclass
+class PipelineResult:
+    frame: DataFrame  # every row, marked: base columns, `_row`, `_reject`, written columns
+    step_names: list[str]  # the sources' step names, then the steps that ran (for the funnel)
+    records: list[dict]  # per step: step, seconds, reused, rows_in, rows_out, stats
+    base_files: list[str]  # the Parquet files the frame's rows come from
+    rows: int  # all rows, kept or not
+    seconds: float = 0.0
+    base: dict = field(default_factory=dict)  # how the input rows were materialised
+
+    @property
+    def stats(self) -> dict:
+        return {"seconds": round(self.seconds, 3), "base": self.base, "steps": self.records}
+
+
+def run_steps(
+    spark: SparkSession,
+    source: DataFrame | None,
+    steps: Sequence[Step],
+    work: WorkFolder,
+    input_key: str,
+    sources: Sequence[str] = ("ingest",),
+    base_files: Sequence[str] = (),
+    base_schema=None,
+    log=None,
+) -> PipelineResult:
+    """Run `steps` over `source` (a frame of contract rows, marked or not) or over the Parquet
+    `base_files` (rows as they are; `base_schema`, when known, spares reading every footer); see
+    the module doc."""
+    log = log or _log
+    started = time.perf_counter()
+    for step in steps:
+        if step.enabled:
+            step.check()
+    if base_files:
+        files, rows, base_record = list(base_files), None, {"files": len(base_files), "materialised": False}
+        reader = spark.read.schema(base_schema) if base_schema is not None else spark.read
+        base = with_row_key(with_reject_column(reader.parquet(*files)), files, ROW)
+    else:
+        base, files, rows, base_record = _materialise(spark, source, work, input_key, log)
+    tune_for_rows(spark, parquet_files.bytes_per_row(files))
+    if rows is None:
+        rows = base.count()
+    frame, key, written = base, input_key, []
+    marks: DataFrame | None = None
+    records, names = [], list(sources)
+    kept = _kept(frame)
+    for step in steps:
+        if not step.enabled:
+            continue
+        step.context = StepContext(work=work, input_key=key, base_files=files)
+        key = hash_key(key, step.name, step.cache_key())
+        step.stats = {}
+        record = work.find(step.name, key)
+        t0 = time.perf_counter()
+        reused = record is not None
+        if record is None:
+            log(f"{step.name}: {kept:,} rows in")
+            with track(spark, step.name, kept, log):
+                out = step(frame)
+                if step.writes == ALL_COLUMNS:  # the step rewrote rows: they become the new base
+                    record = work.write_rows(step.name, key, out, {"stats": step.stats})
+                else:
+                    written = sorted(set(written) | set(step.writes))
+                    record = work.write_frame(step.name, key, _changes(out, written), {"stats": step.stats, "written": written})
+            record = work.annotate(step.name, key, {"seconds": round(time.perf_counter() - t0, 3)})
+        if step.writes == ALL_COLUMNS:
+            files, rows = record["files"], record["rows"]
+            base = work.read_rows(spark, record)
+            frame, marks, written = base, None, []
+        else:
+            written = record.get("written", written)
+            marks = work.read_frame(spark, record)
+            frame = _apply(base, marks, written, record["rows"])
+        rows_out = _kept(frame) if step.writes == ALL_COLUMNS else rows - _rejected(marks)
+        records.append({
+            "step": step.name,
+            "seconds": record.get("seconds", 0.0) if not reused else round(time.perf_counter() - t0, 3),
+            "reused": reused,
+            "computed_seconds": record.get("seconds"),
+            "rows_in": kept,
+            "rows_out": rows_out,
+            "stats": record.get("stats") or {},
+        })
+        log(f"{step.name}: {rows_out:,} rows kept of {kept:,}" + (" (reused)" if reused else f" in {record['seconds']:.1f}s"))
+        kept = rows_out
+        names.append(step.name)
+    return PipelineResult(frame, names, records, files, rows, time.perf_counter() - started, base_record)
+
+
+def _materialise(spark, source: DataFrame, work: WorkFolder, key: str, log):
+    """Write the source rows once (whole, byte-bounded) and read them back with their row keys."""
+    record = work.find("base", key)
+    if record is None:
+        log("reading the sources into the work folder ...")
+        t0 = time.perf_counter()
+        with track(spark, "ingest", None, log):
+            record = work.write_rows("base", key, with_reject_column(source))
+        record = work.annotate("base", key, {"seconds": round(time.perf_counter() - t0, 3)})
+        log(f"sources: {record['rows']:,} rows, {record['bytes'] / 2**20:,.1f} MiB in {record['seconds']:.1f}s")
+        reused = False
+    else:
+        reused = True
+        log(f"sources: {record['rows']:,} rows reused from the work folder")
+    base = work.read_rows(spark, record)
+    info = {"rows": record["rows"], "bytes": record["bytes"], "files": len(record["files"]),
+            "seconds": record.get("seconds"), "reused": reused, "materialised": True}
+    return base, list(record["files"]), record["rows"], info
+
+
+def _changes(out: DataFrame, written: Sequence[str]) -> DataFrame:
+    """The marks a step's output carries: `_row`, `_reject` and the written columns, for the rows
+    where any is set (rejected so far, or given a value)."""
+    touched = F.col(REJECT).isNotNull()
+    for name in written:
+        touched = touched | F.col(name).isNotNull()
+    return out.select(ROW, REJECT, *written).where(touched)
+
+
+def _apply(base: DataFrame, marks: DataFrame, written: Sequence[str], rows: int) -> DataFrame:
+    """The base rows with `marks` (cumulative: every mark so far) joined back by `_row`."""
+    renamed = marks.select(
+        F.col(ROW).alias("_m_row"), F.col(REJECT).alias("_m_reject"), *[F.col(c).alias(f"_m_{c}") for c in written]
+    )
+    joined = base.join(small_side(renamed, rows), F.col(ROW) == F.col("_m_row"), "left")
+    columns = []
+    for name in base.columns:
+        if name == REJECT:
+            columns.append(F.coalesce(F.col("_m_reject"), F.col(REJECT)).alias(REJECT))
+        elif name in written:
+            columns.append(F.coalesce(F.col(f"_m_{name}"), F.col(name)).alias(name))
+        else:
+            columns.append(F.col(name))
+    return joined.select(*columns)
+
+
+def _kept(frame: DataFrame) -> int:
+    return frame.where(is_kept()).select(ROW).count()
+
+
+def _rejected(marks: DataFrame) -> int:
+    return marks.where(F.col(REJECT).isNotNull()).count()
+
+
+def _log(message: str) -> None:
+    print(f"[keyeforge] {message}", file=sys.stderr, flush=True)
+
+
+def save_stats(path, job: str, result: PipelineResult, extra: dict | None = None) -> dict:
+    stats = {"job": job, **result.stats, **(extra or {})}
+    path.write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str) + "\n")
+    return stats

@@ -47,10 +47,11 @@ class PipelineResult:
     rows: int  # all rows, kept or not
     seconds: float = 0.0
     base: dict = field(default_factory=dict)  # how the input rows were materialised
+    spark: dict = field(default_factory=dict)  # the memory settings the steps ran with
 
     @property
     def stats(self) -> dict:
-        return {"seconds": round(self.seconds, 3), "base": self.base, "steps": self.records}
+        return {"seconds": round(self.seconds, 3), "spark": self.spark, "base": self.base, "steps": self.records}
 
 
 def run_steps(
@@ -78,7 +79,14 @@ def run_steps(
         base = with_row_key(with_reject_column(reader.parquet(*files)), files, ROW)
     else:
         base, files, rows, base_record = _materialise(spark, source, work, input_key, log)
-    tune_for_rows(spark, parquet_files.bytes_per_row(files))
+    reader_rows = tune_for_rows(spark, parquet_files.bytes_per_row(files))
+    jvm = spark.sparkContext._jvm
+    spark_info = {
+        "master": spark.sparkContext.master,
+        "driver_heap_mb": int(jvm.java.lang.Runtime.getRuntime().maxMemory()) // 2**20,
+        "reader_batch_rows": reader_rows,
+        "arrow_batch_bytes": int(spark.conf.get("spark.sql.execution.arrow.maxBytesPerBatch", "0")),
+    }
     if rows is None:
         rows = base.count()
     frame, key, written = base, input_key, []
@@ -125,7 +133,7 @@ def run_steps(
         log(f"{step.name}: {rows_out:,} rows kept of {kept:,}" + (" (reused)" if reused else f" in {record['seconds']:.1f}s"))
         kept = rows_out
         names.append(step.name)
-    return PipelineResult(frame, names, records, files, rows, time.perf_counter() - started, base_record)
+    return PipelineResult(frame, names, records, files, rows, time.perf_counter() - started, base_record, spark_info)
 
 
 def _materialise(spark, source: DataFrame, work: WorkFolder, key: str, log):

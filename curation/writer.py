@@ -95,13 +95,14 @@ def write_output(
     title: str | None = None,
     row_files: Sequence[str] = (),
     stats: dict | None = None,
+    keep_work: bool = False,
 ) -> dict:
     """Write the folder for a frame of marked rows (the runner's), `steps` in pipeline order.
 
     Returns the manifest. `config` is the job's resolved configuration, recorded in the manifest;
     `stats` (the runner's record of the steps) is saved as `_stats.json` with the writer's own
     phases added. `row_files`: see the module doc. The work folder is removed once the manifest
-    is written.
+    is written, unless `keep_work`.
     """
     writer = writer or WriterConfig()
     out = Path(output)
@@ -156,7 +157,8 @@ def write_output(
     if stats is not None:  # again, with the card's seconds
         (out / STATS).write_text(json.dumps({**stats, "writer_seconds": phases}, indent=2, ensure_ascii=False, default=str) + "\n")
     write_manifest(out, manifest)
-    WorkFolder(out).remove()
+    if not keep_work:
+        WorkFolder(out).remove()
     return manifest
 
 
@@ -206,7 +208,7 @@ def prepare_folder(out: Path) -> None:
     """
     if out.exists():
         entries = {p.name for p in out.iterdir()}
-        ours = {MANIFEST, FUNNEL, STATS, REJECTS, CARD, WORK, "_staging"}
+        ours = {MANIFEST, FUNNEL, STATS, REJECTS, CARD, WORK, "_staging"}  # _staging: left by older versions
         foreign = {e for e in entries if e not in ours and not (e.startswith("part-") and e.endswith(".parquet"))}
         foreign -= {name for name in entries if name.startswith(".") and name.endswith(".tmp")}
         if foreign:

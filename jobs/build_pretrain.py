@@ -55,6 +55,9 @@ class BuildPretrainConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     card: bool = True
+    # Keep OUTPUT/_work after success: a later run with other filter settings (a CLIP threshold)
+    # then reuses every persisted result. Off: the work folder goes when the manifest is written.
+    keep_work: bool = False
 
 
 def pipeline(cfg: BuildPretrainConfig) -> list[Step]:
@@ -87,7 +90,7 @@ def run(cfg: BuildPretrainConfig, spark=None) -> dict:
     resolved = dataclasses.asdict(dataclasses.replace(cfg, sources=sources))
     manifest = write_output(
         result.frame, str(out), result.step_names, resolved, cfg.writer, card=cfg.card,
-        title="keyeforge pretraining shards", stats={"job": "build_pretrain", **result.stats},
+        title="keyeforge pretraining shards", stats={"job": "build_pretrain", **result.stats}, keep_work=cfg.keep_work,
     )
     print(
         f"build_pretrain: {manifest['rows']:,} rows kept in {len(manifest['shards'])} shards, "

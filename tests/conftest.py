@@ -49,3 +49,29 @@ def reference_dir():
     if not REFERENCE.is_dir():
         pytest.skip(f"reference data not found at {REFERENCE} (it sits in ../shared beside a development checkout)")
     return REFERENCE
+
+
+@pytest.fixture
+def keyed_frame(spark, tmp_path):
+    """rows (dicts from curation.schema builders) -> a frame of them with `_row` keys, as the
+    runner gives steps: written to Parquet and read back with curation.workdir.with_row_key."""
+    import pyarrow.parquet as pq
+
+    from curation import schema
+    from curation.workdir import with_row_key
+
+    made = []
+
+    def make(rows, files: int = 1):
+        rows = list(rows)
+        folder = tmp_path / f"keyed{len(made)}"
+        folder.mkdir()
+        paths = []
+        for i in range(files):
+            path = folder / f"part-{i:05d}.parquet"
+            pq.write_table(schema.rows_to_table(rows[i::files]), path, row_group_size=7)
+            paths.append(str(path))
+        made.append(folder)
+        return with_row_key(spark.read.parquet(*paths), paths)
+
+    return make

@@ -82,9 +82,14 @@ def write_rows(rows: list[dict], folder: Path, n_files: int = 1) -> str:
 def write_input_folder(rows: list[dict], folder: Path, n_files: int = 1) -> None:
     """An input shard folder as a job leaves it (shards + a manifest listing them), without
     running a job for it."""
+    from curation.schema.manifest import file_sha256, write_manifest
+
     write_rows(rows, folder, n_files)
-    shards = [{"path": f.name} for f in sorted(folder.glob("part-*.parquet"))]
-    (folder / "_manifest.json").write_text(json.dumps({"rows": len(rows), "shards": shards}))
+    shards = [
+        {"path": f.name, "rows": pq.read_metadata(f).num_rows, "bytes": f.stat().st_size, "sha256": file_sha256(f)}
+        for f in sorted(folder.glob("part-*.parquet"))
+    ]
+    write_manifest(folder, {"schema_version": schema.SCHEMA_VERSION, "rows": len(rows), "shards": shards})
 
 
 class UnionFind:

@@ -119,7 +119,7 @@ def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_spl
             ],
         )
         outputs.append(dedup_job.run(cfg, spark))
-        assert not (out / "_staging").exists()
+        assert not (out / "_work").exists()
     first = outputs[0]
     for other in outputs[1:]:
         assert [s["sha256"] for s in first["shards"]] == [s["sha256"] for s in other["shards"]]
@@ -135,8 +135,12 @@ def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_spl
 
     # The general (hash-sharding) writer over the same marks: the same rejects and funnel.
     df = spark.read.parquet(*map(str, inputs))
-    marked = near_dedup_text(df, NearTextDedupConfig(threshold=0.7))
-    general = write_output(marked, str(tmp_path / "general"), ["near_dedup"], {}, card=False)
+    from curation.dedup.near_text import NearDedup
+    from curation.runner import run_steps
+    from curation.workdir import WorkFolder
+
+    result = run_steps(spark, df, [NearDedup(NearTextDedupConfig(threshold=0.7))], WorkFolder(tmp_path / "general"), "k", sources=[])
+    general = write_output(result.frame, str(tmp_path / "general"), result.step_names, {}, card=False)
     assert [s["sha256"] for s in first["rejects"]["shards"]] == [s["sha256"] for s in general["rejects"]["shards"]]
     funnel = json.loads((tmp_path / "out1" / "_funnel.json").read_text())
     assert funnel == json.loads((tmp_path / "general" / "_funnel.json").read_text())
@@ -146,20 +150,20 @@ def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_spl
 def test_filtered_copy_drops_rejected_positions_even_among_exact_copies(spark, tmp_path):
     """Rows are dropped by (file, row index): of two identical rows only the rejected one goes,
     also in files whose names Spark URL-encodes."""
-    from curation.filtered_copy import with_row_positions
     from curation.steps import reject_where, with_reject_column
+    from curation.workdir import with_row_key
     from curation.writer import write_output
 
     rows = text_rows([f"document number {i} with a few words" for i in range(12)])
     twin = dict(rows[4])
     tables = [schema.rows_to_table(rows[:7] + [twin]), schema.rows_to_table(rows[7:] + [twin])]
     (tmp_path / "in").mkdir()
-    files = [str(tmp_path / "in" / "a b%.parquet"), str(tmp_path / "in" / "c.parquet")]
+    files = [str(tmp_path / "in" / "a b+%.parquet"), str(tmp_path / "in" / "c.parquet")]
     for table, path in zip(tables, files):
         pq.write_table(table, path, row_group_size=3)
-    df = with_reject_column(with_row_positions(spark.read.parquet(*files)))
+    df = with_reject_column(with_row_key(spark.read.parquet(*files), files))
     # Reject the twin in the second file (its last row) and rows 1 and 8 by id; keep rows[4].
-    marked = reject_where(df, (F.col("_row_file") == "c.parquet") & (F.col("_row_index") == 5), "s", "twin")
+    marked = reject_where(df, F.col("_row") == (1 << 32) + 5, "s", "twin")
     marked = reject_where(marked, F.col("id").isin(rows[1]["id"], rows[8]["id"]), "s", "picked")
     manifest = write_output(marked, str(tmp_path / "out"), ["s"], {}, card=False, row_files=files)
 
@@ -170,5 +174,8 @@ def test_filtered_copy_drops_rejected_positions_even_among_exact_copies(spark, t
     got = [pq.read_table(tmp_path / "out" / s["path"]).to_pylist() for s in manifest["shards"]]
     assert got == expected
     assert manifest["rows"] == 14 - 3 and manifest["rejects"]["rows"] == 3
-    with pytest.raises(ValueError, match="with_row_positions"):
+    # every row of the URL-encoded file name got its key
+    assert df.where(F.col("_row").isNull()).count() == 0
+    assert sorted(r["_row"] >> 32 for r in df.select("_row").distinct().collect()) == [0] * 8 + [1] * 6
+    with pytest.raises(ValueError, match="_row"):
         write_output(spark.read.parquet(*files), str(tmp_path / "o2"), [], {}, card=False, row_files=files)

@@ -15,13 +15,13 @@ from pyspark.sql import functions as F
 
 from curation import schema
 from curation.dedup import lsh, minhash
-from curation.dedup.components import LAST_ROUNDS, connected_components
+from curation.dedup.components import connected_components
 from curation.dedup.near_text import (
     REASON,
     STEP,
     NearTextDedupConfig,
     band_pairs,
-    candidate_pairs,
+    confirm_pairs,
     exact_jaccard,
     file_signatures,
     near_dedup_text,
@@ -29,6 +29,8 @@ from curation.dedup.near_text import (
     text_signatures,
 )
 from curation.dedup.shingles import is_cjk, jaccard, shingles, token_spans, tokens
+from curation.spark import checkpoint
+from curation.workdir import with_row_key
 from curation.steps import reject_where, with_reject_column
 from tests.curation.dedup_fixtures import (
     UnionFind,
@@ -222,7 +224,7 @@ def pairs(spark, corpus):
     cfg = NearTextDedupConfig(threshold=THRESHOLD)
     df = spark.read.parquet(corpus["glob"])
     sigs = text_signatures(df, cfg).localCheckpoint()
-    return {frozenset((r["src"], r["dst"])) for r in candidate_pairs(sigs, cfg).collect()}
+    return {frozenset((r["src"], r["dst"])) for r in confirm_pairs(checkpoint(band_pairs(sigs, cfg)), sigs, cfg).collect()}
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -316,7 +318,7 @@ def test_texts_from_the_shards_after_earlier_steps_give_the_same_marks(spark, tm
     rows += [dict(rows[2]), dict(rows[3])]  # exact copies: one of each pair is rejected before
     write_rows(rows, tmp_path / "in", n_files=3)
     files = sorted(str(p) for p in (tmp_path / "in").glob("part-*.parquet"))
-    df = exact_dedup(spark.read.parquet(*files), ExactDedupConfig())
+    df = exact_dedup(with_row_key(spark.read.parquet(*files), files), ExactDedupConfig())
     # Refused before: the row that would be kept among texts[0]'s copies. Were it compared, the
     # others would be rejected as its near-duplicates.
     refused = min([rows[0]["id"]] + [r["id"] for r in pair])
@@ -378,11 +380,12 @@ def test_connected_components_equal_union_find_on_long_chains_and_stars(spark):
     frame = spark.createDataFrame(edges, "src string, dst string").repartition(3)
 
     def check(local_max_edges: int = 0) -> int:
-        result = connected_components(frame, local_max_edges=local_max_edges).collect()
+        stats: dict = {}
+        result = connected_components(frame, local_max_edges=local_max_edges, stats=stats).collect()
         by_node = {r["node"]: r["component"] for r in result}
         assert len(by_node) == len(result), "one component per node"
         assert by_node == expected
-        return LAST_ROUNDS[0]
+        return stats["rounds"]
 
     assert check(local_max_edges=1_000_000) == 0  # opt-in: solved in the driver
     # Distributed: each shuffle partition contracts its edges (union-find), then star rounds join

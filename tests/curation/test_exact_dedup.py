@@ -5,7 +5,6 @@ from PIL import Image
 
 from curation import schema
 from curation.exact_dedup import ExactDedupConfig, exact_dedup
-from curation.spark import rows_frame
 from curation.steps import REJECT, reject_where, with_reject_column
 from pyspark.sql import functions as F
 
@@ -16,7 +15,7 @@ def png(v):
     return buf.getvalue()
 
 
-def test_same_content_kept_once_by_source_then_origin(spark):
+def test_same_content_kept_once_by_source_then_origin(keyed_frame):
     rows = [
         schema.caption_row("b", png(1), "same", extra={"origin": "b1"}),
         schema.caption_row("a", png(1), "same", extra={"origin": "a2"}),
@@ -25,7 +24,7 @@ def test_same_content_kept_once_by_source_then_origin(spark):
         schema.caption_row("a", png(3), "x", extra={"origin": "z0"}),
         schema.caption_row("a", png(3), "x", extra={"origin": "z1"}),
     ]
-    frame = with_reject_column(rows_frame(spark, rows).repartition(3))
+    frame = with_reject_column(keyed_frame(rows, files=3))
     # z0 was refused earlier: its twin z1 is then the one kept, not rejected as its duplicate
     frame = reject_where(frame, F.get_json_object("extra", "$.origin") == "z0", "earlier", "why")
     out = {json.loads(r["extra"])["origin"]: r[REJECT] for r in exact_dedup(frame, ExactDedupConfig()).toArrow().to_pylist()}

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from curation import schema
-from curation.spark import rows_frame
 from curation.sample_corpus import bomb_png
 from curation.steps import REJECT, with_reject_column
 from curation.validate import ValidateConfig, check_image, check_text, validate
@@ -67,22 +66,34 @@ def test_good_texts_pass(text):
     assert check_text(text, CFG) is None
 
 
-def test_step_marks_only_kept_rows_and_reencodes_odd_formats(spark):
+def test_step_marks_only_kept_rows(keyed_frame):
     good = schema.caption_row("s", encoded(), "fine caption", extra={"origin": "good"})
-    bmp = schema.caption_row("s", encoded(fmt="BMP"), "a bitmap", extra={"origin": "bmp"})
+    png = schema.caption_row("s", encoded(fmt="PNG"), "a png", extra={"origin": "png"})
     bad = schema.caption_row("s", b"junk", "bad image", extra={"origin": "bad"})
     already = schema.caption_row("s", b"junk", "", extra={"origin": "already"})
-    frame = with_reject_column(rows_frame(spark, [good, bmp, bad, already]))
+    wrong_size = schema.caption_row("s", encoded(), "says another size", extra={"origin": "wrong_size"})
+    wrong_size["images"][0]["width"] = 10
+    frame = with_reject_column(keyed_frame([good, png, bad, already, wrong_size], files=2))
     from pyspark.sql import functions as F
 
     frame = frame.withColumn(REJECT, F.when(F.get_json_object("extra", "$.origin") == "already",
                                             F.struct(F.lit("earlier").alias("step"), F.lit("x").alias("reason"), F.lit(None).cast("string").alias("detail"))))
     out = {json.loads(r["extra"])["origin"]: r for r in validate(frame, CFG).toArrow().to_pylist()}
-    assert len(out) == 4
-    assert out["good"][REJECT] is None
+    assert len(out) == 5
+    assert out["good"][REJECT] is None and out["png"][REJECT] is None
     assert out["bad"][REJECT]["step"] == "validate" and out["bad"][REJECT]["reason"] == "image_decode_error"
     assert out["already"][REJECT]["step"] == "earlier"  # untouched
-    assert out["bmp"][REJECT] is None
-    data = out["bmp"]["images"][0]["bytes"]
+    assert out["wrong_size"][REJECT]["reason"] == "row_malformed" and "10x48" in out["wrong_size"][REJECT]["detail"]
+    assert out["good"]["images"] == [good["images"][0]]  # the step changes no row
+
+
+def test_odd_formats_are_reencoded_at_ingest():
+    from curation.sources.common import make_caption_row
+
+    bmp = make_caption_row("s", "a.bmp", encoded(fmt="BMP"), b"a bitmap")
+    data = bmp["images"][0]["bytes"]
     assert Image.open(io.BytesIO(data)).format == "PNG"
-    assert schema.validate_row({k: out["bmp"][k] for k in schema.COLUMNS}) == []
+    assert schema.validate_row({k: bmp[k] for k in schema.COLUMNS}) == []
+    jpeg = encoded()
+    assert make_caption_row("s", "a.jpg", jpeg, b"a photo")["images"][0]["bytes"] == jpeg  # kept as found
+    assert make_caption_row("s", "x", b"junk", b"t")["images"][0]["bytes"] == b"junk"  # validation refuses it

@@ -11,9 +11,11 @@ from PIL import Image
 from pyspark.sql import functions as F
 
 from curation import schema
+from curation.runner import run_steps
 from curation.spark import rows_frame
-from curation.steps import reject_where, with_reject_column
-from curation.writer import MANIFEST, OutputFolderError, WriterConfig, compute_funnel, read_manifest, write_output
+from curation.steps import Step, reject_where
+from curation.workdir import WorkFolder
+from curation.writer import MANIFEST, OutputFolderError, WriterConfig, funnel_of, prepare_folder, read_manifest, write_output
 
 
 def rows(n=120):
@@ -25,23 +27,48 @@ def rows(n=120):
     return out
 
 
-def marked(spark, partitions):
-    frame = rows_frame(spark, rows()).repartition(partitions)
-    frame = with_reject_column(frame)
-    number = F.regexp_extract(F.get_json_object("extra", "$.origin"), r"o(\d+)", 1).cast("int")
-    frame = reject_where(frame, number % 10 == 0, "first", "tens", F.lit("every tenth"))
-    frame = reject_where(frame, number % 4 == 0, "second", "fours")
-    return frame
+def _number():
+    return F.regexp_extract(F.get_json_object("extra", "$.origin"), r"o(\d+)", 1).cast("int")
 
 
-WRITER = WriterConfig(shard_bytes=8_000, row_group_rows=16)
+class Tens(Step):
+    name = "first"
+
+    def __call__(self, df):
+        return reject_where(df, _number() % 10 == 0, self.name, "tens", F.lit("every tenth"))
+
+
+class Fours(Step):
+    name = "second"
+
+    def __call__(self, df):
+        return reject_where(df, _number() % 4 == 0, self.name, "fours")
+
+
+class Everything(Step):
+    name = "all"
+
+    def __call__(self, df):
+        return reject_where(df, F.lit(True), self.name, "everything")
+
+
+def write_marked(spark, out, partitions=4, steps=None, n=120, card=False):
+    """The rows through the runner (materialised, then marked by `steps`) into a folder."""
+    prepare_folder(out)
+    frame = rows_frame(spark, rows(n)).repartition(partitions)
+    steps = [Tens(None), Fours(None)] if steps is None else steps
+    result = run_steps(spark, frame, steps, WorkFolder(out), f"test-{n}", sources=[], log=lambda _: None)
+    return write_output(result.frame, str(out), result.step_names, {"k": 1}, WRITER, card=card, stats=result.stats)
+
+
+WRITER = WriterConfig(shard_bytes=8_000, row_group_bytes=2_000)
 
 
 def test_same_rows_same_bytes_across_partitionings(spark, tmp_path):
     outputs = []
     for partitions in (1, 3, 8):
         out = tmp_path / f"p{partitions}"
-        write_output(marked(spark, partitions), str(out), ["first", "second"], {"k": 1}, WRITER, card=False)
+        write_marked(spark, out, partitions)
         outputs.append(out)
     files = sorted(p.name for p in outputs[0].glob("part-*.parquet"))
     assert len(files) > 1  # several shards, so shard assignment is exercised
@@ -54,7 +81,7 @@ def test_same_rows_same_bytes_across_partitionings(spark, tmp_path):
 
 def test_manifest_funnel_rejects(spark, tmp_path):
     out = tmp_path / "o"
-    manifest = write_output(marked(spark, 4), str(out), ["first", "second"], {"k": 1}, WRITER, card=True)
+    manifest = write_marked(spark, out, card=True)
     assert read_manifest(out) == manifest
     assert manifest["schema_version"] == schema.SCHEMA_VERSION and manifest["config"] == {"k": 1}
     total = 0
@@ -84,25 +111,28 @@ def test_manifest_funnel_rejects(spark, tmp_path):
     assert (out / "card" / "README.md").exists() and (out / "card" / "index.html").exists()
 
 
-def test_unknown_step_in_marks_is_a_bug(spark):
+def test_unknown_step_in_marks_is_a_bug():
+    counts = [{"step": "first", "reason": "r", "count": 2}, {"step": "second", "reason": "r", "count": 1}]
     with pytest.raises(ValueError, match="not in the pipeline"):
-        compute_funnel(marked(spark, 2), ["first"])
+        funnel_of(counts, ["first"])
 
 
 def test_rewrite_over_killed_run_and_refuse_foreign_folder(spark, tmp_path):
     clean = tmp_path / "clean"
-    write_output(marked(spark, 2), str(clean), ["first", "second"], {}, WRITER, card=False)
-    # what a run killed mid-way leaves: staging, a temp file, a stale shard, no manifest
+    write_marked(spark, clean, 2)
+    # what a run killed mid-way leaves: a half-written work result, a temp file, a stale shard,
+    # no manifest
     half = tmp_path / "half"
-    (half / "_staging").mkdir(parents=True)
-    (half / "_staging" / "part-0.parquet").write_bytes(b"partial")
+    (half / "_work" / "first-0123").mkdir(parents=True)
+    (half / "_work" / "first-0123" / "part-0.parquet").write_bytes(b"partial")
     (half / ".part-00000.parquet.tmp").write_bytes(b"partial")
     (half / "part-00099.parquet").write_bytes(b"stale")
     (half / "_funnel.json").write_text("{}")
     with pytest.raises(OutputFolderError, match="not a complete"):
         read_manifest(half)
-    write_output(marked(spark, 2), str(half), ["first", "second"], {}, WRITER, card=False)
+    write_marked(spark, half, 2)
     assert sorted(p.name for p in half.iterdir()) == sorted(p.name for p in clean.iterdir())
+    assert not (half / "_work").exists()  # the work folder goes once the manifest is written
     for p in clean.glob("part-*.parquet"):
         assert (half / p.name).read_bytes() == p.read_bytes()
     assert (half / MANIFEST).exists()
@@ -111,14 +141,12 @@ def test_rewrite_over_killed_run_and_refuse_foreign_folder(spark, tmp_path):
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
     with pytest.raises(OutputFolderError, match="no keyeforge job wrote"):
-        write_output(marked(spark, 2), str(foreign), ["first", "second"], {}, WRITER, card=False)
+        write_marked(spark, foreign, 2)
     assert (foreign / "thesis.tex").read_text() == "precious"
 
 
 def test_nothing_kept_still_writes_a_readable_empty_shard(spark, tmp_path):
-    frame = with_reject_column(rows_frame(spark, rows(10)))
-    frame = reject_where(frame, F.lit(True), "all", "everything")
-    manifest = write_output(frame, str(tmp_path / "e"), ["all"], {}, WRITER, card=True)
+    manifest = write_marked(spark, tmp_path / "e", 2, steps=[Everything(None)], n=10, card=True)
     assert [s["rows"] for s in manifest["shards"]] == [0]
     assert pq.read_table(tmp_path / "e" / "part-00000.parquet").schema.equals(schema.SCHEMA, check_metadata=True)
     assert manifest["rejects"]["rows"] == 10

@@ -49,7 +49,7 @@ def cli_output(tmp_path_factory, sample_corpus):
 def test_output_folder_layout(cli_output):
     manifest = json.loads((cli_output / MANIFEST).read_text())
     names = {p.name for p in cli_output.iterdir()}
-    assert names == {"_manifest.json", "_funnel.json", "_rejects", "card"} | {s["path"] for s in manifest["shards"]}
+    assert names == {"_manifest.json", "_funnel.json", "_stats.json", "_rejects", "card"} | {s["path"] for s in manifest["shards"]}
     newest_other = max(p.stat().st_mtime_ns for p in cli_output.rglob("*") if p.is_file() and p.name != MANIFEST)
     assert (cli_output / MANIFEST).stat().st_mtime_ns >= newest_other  # written last
     assert set(manifest) >= {"schema_version", "shards", "config", "code_version"}
@@ -116,24 +116,51 @@ def test_rerun_gives_identical_bytes(cli_output, sample_corpus, spark, tmp_path)
     assert (tmp_path / "again" / "_funnel.json").read_text() == (cli_output / "_funnel.json").read_text()
 
 
-def test_killed_run_then_rerun_finishes_cleanly(cli_output, sample_corpus, spark, tmp_path):
+def test_killed_after_clip_resumes_with_clip_reused_and_the_same_bytes(cli_output, sample_corpus, tmp_path):
+    """SIGKILL to the driver and its JVM once the CLIP step's result is persisted (the writer is
+    running): the same command again reuses every step, CLIP included, and writes the bytes of
+    an uninterrupted run. Then a new clip.threshold reuses the persisted scores and filters again."""
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "jobs/build_pretrain.py", f"output={out}", f"sample_dir={sample_corpus}"],
-        cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.time() + 300
-    while not (out / "_staging").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its JVM, mid-write
+    cmd = [str(BIN / "spark-submit"), "--master", "local[2]", "--conf", f"spark.pyspark.python={sys.executable}",
+           "jobs/build_pretrain.py", f"output={out}", f"sample_dir={sample_corpus}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 400
+    while not list(out.glob("_work/clip-*/_complete.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers
     proc.wait()
-    assert (out / "_staging").exists() and not (out / MANIFEST).exists()
+    assert list(out.glob("_work/clip-*/_complete.json")) and not (out / MANIFEST).exists()
 
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.loads((out / "_stats.json").read_text())
+    by_step = {s["step"]: s for s in stats["steps"]}
+    assert stats["base"]["reused"] and all(s["reused"] for s in stats["steps"]), stats
+    assert by_step["clip"]["stats"]["scored"] > 0
+    assert shard_bytes(out) == shard_bytes(cli_output)
+    assert (out / "_funnel.json").read_text() == (cli_output / "_funnel.json").read_text()
+    assert not (out / "_work").exists()
+
+
+
+def test_a_new_clip_threshold_reuses_the_scores(sample_corpus, spark, tmp_path):
+    """With the work folder kept, a second run with another CLIP threshold recomputes nothing
+    before CLIP, reuses the persisted scores and filters them again."""
     from jobs.build_pretrain import BuildPretrainConfig, run
 
-    run(configuration.load(BuildPretrainConfig, [f"output={out}", f"sample_dir={sample_corpus}"]), spark)
-    assert not (out / "_staging").exists()
-    assert shard_bytes(out) == shard_bytes(cli_output)
+    args = [f"output={tmp_path / 'out'}", f"sources={sample_corpus / 'table.parquet'}", "near_dedup.enabled=false",
+            "image_dedup.enabled=false", "card=false", "keep_work=true"]
+    run(configuration.load(BuildPretrainConfig, args), spark)
+    first = {s["step"]: s for s in json.loads((tmp_path / "out" / "_stats.json").read_text())["steps"]}
+    assert not any(s["reused"] for s in first.values()) and not first["clip"]["stats"]["scores_reused"]
+    run(configuration.load(BuildPretrainConfig, [*args, "clip.mode=threshold", "clip.threshold=0.0"]), spark)
+    stats = json.loads((tmp_path / "out" / "_stats.json").read_text())
+    by_step = {s["step"]: s for s in stats["steps"]}
+    assert stats["base"]["reused"] and by_step["validate"]["reused"] and by_step["exact_dedup"]["reused"]
+    assert not by_step["clip"]["reused"] and by_step["clip"]["stats"]["scores_reused"]
+    assert by_step["clip"]["stats"]["score_quantiles"] == first["clip"]["stats"]["score_quantiles"]
+    funnel = json.loads((tmp_path / "out" / "_funnel.json").read_text())
+    assert set(funnel["steps"][-1]["rejected"]) <= {"clip_below_threshold"}
 
 
 def test_bad_configuration_is_refused_before_work(tmp_path):

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -34,14 +35,14 @@ class ClipConfig:
     cache_dir: str | None = None  # where open_clip / Hugging Face weights are cached
     # The embedded default is the demo: keep the best 90% of each source. Production
     # (configs/pretrain.yaml) uses a real model with DataComp's top 30% or a threshold.
-    mode: str = "top_fraction"  # threshold | top_fraction
+    mode: Literal["threshold", "top_fraction"] = "top_fraction"
     threshold: float = 0.28
     top_fraction: float = 0.9
     kinds: list[str] = field(default_factory=lambda: ["caption"])
     batch_size: int = 32
     partitions: int = 0  # tasks for scoring; 0: twice the cluster's default parallelism
-    device: str = "auto"  # auto: the executor's GPU when it has one, else cpu; or cpu / cuda
-    precision: str = "auto"  # auto: fp32 on CPU, fp16 on GPU; or fp32 / fp16 / bf16
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the executor's GPU when it has one, else cpu
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: fp32 on CPU, fp16 on GPU
     seed: int = 0  # initialises tiny-random
 
 

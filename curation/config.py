@@ -7,7 +7,9 @@ A YAML file and then ``key=value`` overrides from the command line are applied o
 
 Values are parsed as YAML scalars and checked against the field's type; an unknown key or a value
 of the wrong type is a ``ConfigError`` that names the valid keys. Lists accept ``a,b,c`` or
-``[a, b]``. This module depends on nothing else in the project, so training uses it too.
+``[a, b]``. Choices are ``Literal`` fields (also as mapping keys): a value outside them is an
+error at parse time that lists the valid ones. This module depends on nothing else in the
+project, so training uses it too.
 """
 
 from __future__ import annotations
@@ -136,7 +138,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} expects a mapping, got {value!r}")
-        return dict(value)
+        key_hint, value_hint = args if len(args) == 2 else (Any, Any)
+        return {coerce(k, key_hint, f"{key} key"): coerce(v, value_hint, f"{key}[{k}]") for k, v in value.items()}
     if hint is Any:
         return value
     if hint is bool:

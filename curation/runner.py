@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from curation import parquet_files
 from curation.progress import track
-from curation.spark import small_side, tune_for_rows
+from curation.spark import bound_memory, small_side
 from curation.steps import ALL_COLUMNS, REJECT, ROW, Step, StepContext, is_kept, with_reject_column
 from curation.workdir import WorkFolder, hash_key, with_row_key
 
@@ -79,13 +79,13 @@ def run_steps(
         base = with_row_key(with_reject_column(reader.parquet(*files)), files, ROW)
     else:
         base, files, rows, base_record = _materialise(spark, source, work, input_key, log)
-    reader_rows = tune_for_rows(spark, parquet_files.bytes_per_row(files))
+    reader_rows = bound_memory(spark, parquet_files.bytes_per_row(files))
     jvm = spark.sparkContext._jvm
     spark_info = {
         "master": spark.sparkContext.master,
         "driver_heap_mb": int(jvm.java.lang.Runtime.getRuntime().maxMemory()) // 2**20,
         "reader_batch_rows": reader_rows,
-        "arrow_batch_bytes": int(spark.conf.get("spark.sql.execution.arrow.maxBytesPerBatch", "0")),
+        "arrow_batch_bytes": spark.conf.get("spark.sql.execution.arrow.maxBytesPerBatch"),
     }
     if rows is None:
         rows = base.count()

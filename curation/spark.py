@@ -6,7 +6,7 @@ job gets a local session on every core. Steps never create sessions: jobs do, th
 Memory is bounded by bytes, never by a count of rows (an image row is 1000x a text row):
 * Arrow batches to and from Python workers hold at most ARROW_BATCH_BYTES
   (`spark.sql.execution.arrow.maxBytesPerBatch`, besides Spark's row limit);
-* the Parquet reader's batch of rows is sized from the data's bytes per row (`tune_for_rows`:
+* the Parquet reader's batch of rows is sized from the data's bytes per row (`bound_memory`:
   `spark.sql.parquet.columnarReaderBatchSize` = READER_BATCH_BYTES / the largest bytes per row of
   the job's files), and the files it reads have byte-bounded row groups (curation.parquet_files);
 * local mode gives the driver JVM (which is also the executor) a quarter of the machine's memory,
@@ -80,8 +80,12 @@ def driver_memory(total: int | None = None) -> str:
     return f"{min(16384, max(1024, quarter_mib))}m"
 
 
-def tune_for_rows(spark: SparkSession, bytes_per_row: float) -> int:
-    """Size the Parquet reader's batches from the rows' bytes (see the module doc); the row count."""
+def bound_memory(spark: SparkSession, bytes_per_row: float) -> int:
+    """Bound a session's batches by bytes (see the module doc), also when a caller made the
+    session: Arrow batches to Python, and the Parquet reader's rows from the data's bytes per row.
+    Returns the reader's batch rows."""
+    if spark.conf.get("spark.sql.execution.arrow.maxBytesPerBatch", None) is None:
+        spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(ARROW_BATCH_BYTES))
     rows = int(min(READER_BATCH_MAX_ROWS, max(1, READER_BATCH_BYTES // max(1.0, bytes_per_row))))
     spark.conf.set("spark.sql.parquet.columnarReaderBatchSize", str(rows))
     return rows

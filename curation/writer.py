@@ -56,7 +56,7 @@ from curation.schema.manifest import (
     write_manifest,
 )
 from curation.steps import REJECT, ROW, with_reject_column
-from curation.workdir import ROW_BYTES, WorkFolder
+from curation.workdir import ROW_BYTES, WorkFolder, hash_key
 
 __all__ = ["MANIFEST", "OutputFolderError", "WriterConfig", "prepare_folder", "read_manifest", "write_output", "write_shards"]
 
@@ -106,19 +106,19 @@ def write_output(
     """
     writer = writer or WriterConfig()
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (MANIFEST, FUNNEL, STATS):
-        (out / name).unlink(missing_ok=True)
-    for leftover in [*out.glob("part-*.parquet"), *out.glob(".part-*.tmp")]:
-        leftover.unlink()
-    shutil.rmtree(out / REJECTS, ignore_errors=True)
-    shutil.rmtree(out / CARD, ignore_errors=True)
+    prepare_folder(out)  # what an earlier run left goes (its work folder stays); a foreign folder is refused
     (out / REJECTS).mkdir()
     phases: dict[str, float] = {}
     log = _PhaseLog(out, phases)
     marked = with_reject_column(df)
     if row_files and ROW not in marked.columns:
         raise ValueError(f"row_files needs the runner's frame (column {ROW}: file and row of each row)")
+    if not row_files and ROW_BYTES not in marked.columns:  # a frame made by hand: materialise it first
+        from curation.runner import run_steps
+
+        with log("rows"):
+            key = hash_key("write_output", time.time_ns())
+            marked = run_steps(marked.sparkSession, marked, [], WorkFolder(out), key, sources=[], log=lambda _: None).frame
 
     with log("funnel"):  # one narrow scan counts every step's rejects and sizes the kept rows
         funnel, kept_bytes = _funnel_and_kept_bytes(marked, steps, with_bytes=not row_files)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pyarrow.parquet as pq
 
@@ -33,7 +34,7 @@ IMAGE_FIELDS = ("image", "images", "image_path", "image_paths", "img")
 class BenchmarkConfig:
     name: str = ""
     path: str = ""
-    format: str = "auto"  # auto | parquet | jsonl | folder
+    format: Literal["auto", "parquet", "jsonl", "folder"] = "auto"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -44,13 +45,13 @@ class NearTextDedupConfig:
     threshold: float = 0.8  # Jaccard similarity at or above which two texts are duplicates
     num_perm: int = 128
     seed: int = 1
-    scheme: str = "affine32"  # datasketch >= 2.0 default; "legacy" for datasketch < 2.0 signatures
+    scheme: Literal["affine32", "legacy"] = "affine32"  # datasketch >= 2.0 default; legacy: datasketch < 2.0
     # Shingle hash: "token" (fast; datasketch equal with hashfunc=minhash.shingle_hash32) or
     # "sha1" (datasketch's default hashfunc, ~5x slower).
-    hash: str = "token"
+    hash: Literal["token", "sha1"] = "token"
     word_ngram: int = 5
     char_ngram: int = 5
-    script: str = "auto"  # auto (per row: CJK -> chars, else words), words, chars
+    script: Literal["auto", "words", "chars"] = "auto"  # auto: per row, CJK -> chars, else words
     cjk_ratio: float = 0.3  # share of CJK characters from which `auto` uses character n-grams
     bands: int = 0  # 0: chosen from the threshold (as datasketch); else given with rows
     rows: int = 0
@@ -60,7 +61,7 @@ class NearTextDedupConfig:
     # Keye-VL confirms bucket mates; the signature frame then also holds every row's shingle
     # hashes, 4 bytes each, ~0.7x the text of word-shingled rows), "signature" (estimated from the
     # MinHash values) or "none".
-    verify: str = "exact"
+    verify: Literal["exact", "signature", "none"] = "exact"
     all_pairs_bucket: int = 32  # buckets up to this size give all pairs, larger ones a star + chain
     # Tasks of the signature pass when it reads the shards itself (0: 4 per core; about one per
     # core would leave cores idle while the last large task runs).

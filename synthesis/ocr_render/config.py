@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from synthesis.ocr_render.corpus import CorpusConfig
 
@@ -35,13 +36,13 @@ class EffectsConfig:
 
 @dataclass
 class LayoutConfig:
-    weights: dict[str, float] = field(
+    weights: dict[Literal["line", "paragraph", "page", "scene", "table"], float] = field(
         default_factory=lambda: {"line": 0.35, "paragraph": 0.2, "page": 0.15, "scene": 0.15, "table": 0.15}
     )
     line_font_size: list[int] = field(default_factory=lambda: [26, 40])
     body_font_size: list[int] = field(default_factory=lambda: [18, 26])
     page_width: list[int] = field(default_factory=lambda: [640, 900])  # pixels; height ~ width * 1.35
-    line_max_chars: dict[str, int] = field(default_factory=lambda: {"en": 48, "zh": 20})
+    line_max_chars: dict[Literal["en", "zh"], int] = field(default_factory=lambda: {"en": 48, "zh": 20})
     table_rows: list[int] = field(default_factory=lambda: [3, 7])
     table_cols: list[int] = field(default_factory=lambda: [2, 5])
     scene_max_side: int = 640
@@ -60,7 +61,7 @@ class RenderConfig:
     enabled: bool = True
     seed: int = 0
     source: str = "ocr_render"
-    languages: dict[str, float] = field(default_factory=lambda: {"en": 0.5, "zh": 0.5})
+    languages: dict[Literal["en", "zh"], float] = field(default_factory=lambda: {"en": 0.5, "zh": 0.5})
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     fonts: FontConfig = field(default_factory=FontConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 BUILTIN = "builtin:"  # resolved where the text is read (the executor), not where the job starts
@@ -40,7 +41,7 @@ class CorpusConfig:
 
     corpora: dict[str, list[str]] = field(default_factory=lambda: {k: [v] for k, v in SHIPPED.items()})
     # Weights of the text kinds: corpus sentences vs non-semantic strings.
-    mix: dict[str, float] = field(
+    mix: dict[Literal["sentence", "chars", "number", "date", "code"], float] = field(
         default_factory=lambda: {"sentence": 0.7, "chars": 0.1, "number": 0.07, "date": 0.06, "code": 0.07}
     )
     charset_zh: str = ZH_CHARSET

@@ -99,9 +99,76 @@ def test_keys_and_yaml_dump_round_trip(tmp_path):
     assert load(Outer, ["--config", str(path)]) == cfg
 
 
-def test_every_build_pretrain_step_can_be_switched_off():
-    from jobs.build_pretrain import STEPS, BuildPretrainConfig
+def test_every_build_pretrain_step_is_switched_off_by_its_own_key():
+    from jobs.build_pretrain import BuildPretrainConfig, pipeline
 
-    for name, _ in STEPS:
+    names = [step.name for step in pipeline(BuildPretrainConfig())]
+    assert names == ["validate", "exact_dedup", "near_dedup", "image_dedup", "decontam", "clip"]
+    off_by_default = {s.name for s in pipeline(BuildPretrainConfig()) if not s.enabled}
+    assert off_by_default == {"decontam"}  # it runs when benchmarks are listed
+    for name in names:
         cfg = load(BuildPretrainConfig, [f"{name}.enabled=false"])
-        assert getattr(cfg, name).enabled is False
+        assert {s.name for s in pipeline(cfg) if not s.enabled} == off_by_default | {name}
+
+
+def _config_roots():
+    """Every configuration a user types keys into: the jobs', the training stage's, the merge's."""
+    from jobs.build_pretrain import BuildPretrainConfig
+    from jobs.dedup import DedupJobConfig
+    from jobs.extract_ocr import ExtractJobConfig
+    from jobs.render_ocr import RenderJobConfig
+    from training.merge import MergeConfig
+    from training.stages import StageConfig
+
+    return [BuildPretrainConfig, DedupJobConfig, ExtractJobConfig, RenderJobConfig, StageConfig, MergeConfig]
+
+
+def _choice_fields(cls, prefix=""):
+    """(dotted key, where the choice is: 'value' | 'item' | 'key', the valid values) of every
+    Literal in a configuration tree."""
+    import dataclasses
+    import typing
+
+    out = []
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        value = getattr(instance, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _choice_fields(type(value), f"{prefix}{f.name}.")
+            continue
+        candidates = [(hint, "value")]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+            candidates = [(a, "value") for a in args]
+        elif origin is list and args:
+            candidates = [(args[0], "item")]
+        elif origin is dict and args:
+            candidates = [(args[0], "key")]
+        for inner, where in candidates:
+            if typing.get_origin(inner) is typing.Literal:
+                out.append((prefix + f.name, where, typing.get_args(inner)))
+    return out
+
+
+def test_every_choice_rejects_a_typo_at_parse_time_naming_the_valid_values():
+    found = 0
+    for root in _config_roots():
+        for key, where, valid in _choice_fields(root):
+            typo = f"{valid[0]}x"
+            raw = {"value": typo, "item": f"[{typo}]", "key": f"{{{typo}: 1}}"}[where]
+            with pytest.raises(ConfigError) as caught:
+                load(root, [f"{key}={raw}"])
+            message = str(caught.value)
+            assert key in message and all(str(v) in message for v in valid), (root.__name__, key, message)
+            # and every valid value is taken
+            for value in valid:
+                raw = {"value": value, "item": f"[{value}]", "key": f"{{{value}: 1}}"}[where]
+                load(root, [f"{key}={raw}"])
+            found += 1
+    # the choices this test must see (a Literal turned back into str would drop out of the count)
+    keys_seen = {key for root in _config_roots() for key, _, _ in _choice_fields(root)}
+    for key in ("near_dedup.verify", "near_dedup.script", "clip.mode", "clip.precision", "writer.compression",
+                "engine.name", "layout.weights", "task", "precision", "schedule.name"):
+        assert key in keys_seen, key
+    assert found >= 15

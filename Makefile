@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 PADDLE_VENV := .venv-paddle
 PADDLE_STAMP := $(PADDLE_VENV)/.installed
 CDS_STAMP := .spark-cds/.made
+SPARK_ENV_STAMP := $(VENV)/.spark-env
 # The locks: every package of each venv at its exact version, as pip constraints (`make lock`
 # writes them; set-up installs with `pip install -c LOCK`, so installs months apart are the same).
 LOCK := locks/venv.txt
@@ -37,7 +38,7 @@ export SPARK_SUBMIT_OPTS = $(SPARK_LOG_OPTS) $(SPARK_JIT_OPTS) $(if $(wildcard $
 
 .PHONY: setup system-packages lock spark-cds demo test test-paddle test-all clean
 
-setup: system-packages $(STAMP) $(CDS_STAMP)
+setup: system-packages $(STAMP) $(SPARK_ENV_STAMP) $(CDS_STAMP)
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -59,6 +60,13 @@ $(STAMP): pyproject.toml $(LOCK)
 	# under TORCH_EXTENSIONS_DIR, so the demo and the tests start at once.
 	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	touch $(STAMP)
+
+# Spark's environment script (configs/spark/spark-env.sh: a local driver's heap chosen from the
+# machine) goes where the venv's spark-submit reads it: pyspark's own conf folder.
+$(SPARK_ENV_STAMP): configs/spark/spark-env.sh $(STAMP)
+	conf=$$($(PY) -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "conf"))'); \
+		mkdir -p "$$conf" && cp configs/spark/spark-env.sh "$$conf/spark-env.sh"
+	touch $@
 
 # Re-resolve both locks from their requirements (pyproject.toml's dependencies and test extra;
 # PADDLE_REQUIREMENTS) against the package index, newest versions allowed: run it after changing
@@ -153,7 +161,7 @@ export LOCK_TOOL
 # stamp below remakes it), so it never changes what a job computes.
 spark-cds: $(CDS_STAMP)
 
-$(CDS_STAMP): $(STAMP)
+$(CDS_STAMP): $(STAMP) $(SPARK_ENV_STAMP)
 	rm -rf .spark-cds && mkdir -p .spark-cds
 	SPARK_SUBMIT_OPTS="$(SPARK_LOG_OPTS) -XX:ArchiveClassesAtExit=$(CDS_ARCHIVE)" \
 		$(VENV)/bin/spark-submit jobs/build_pretrain.py output=.spark-cds/sample-run card=false \

@@ -92,7 +92,7 @@ def pixels(index: int, width: int, height: int) -> Image.Image:
     grain = _grain_tile()
     dy, dx = rng.integers(0, grain.shape[0]), rng.integers(0, grain.shape[1])
     rolled = np.roll(grain, (dy, dx), axis=(0, 1))[:height, :width]
-    field += rolled[:, :, None] * (5.0 if width * height < 1_000_000 else 3.0)
+    field += rolled[:, :, None] * (4.0 if width * height < 1_000_000 else 2.0)
     return Image.fromarray(np.clip(field, 0, 255).astype(np.uint8))
 
 

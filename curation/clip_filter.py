@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from curation.clip_model import TINY_RANDOM, ClipConfig, ClipModel, ClipWeightsError, load_clip, open_rgb, resolve_weights
 from curation.row_text import row_text
 from curation.spark import checkpoint, small_side
-from curation.steps import REJECT, ROW, Step, is_kept, reject_where, with_reject_column
+from curation.steps import ROW, Step, is_kept, reject_where, with_reject_column
 
 __all__ = ["STEP", "TINY_RANDOM", "ClipConfig", "ClipFilter", "ClipModel", "ClipWeightsError", "clip_filter", "load_clip", "resolve_weights", "score_rows"]
 

@@ -66,12 +66,12 @@ def register_configs(cfg: ClipConfig) -> None:
 
 def resolve_weights(cfg: ClipConfig) -> str | None:
     """Find (or fetch into the cache) the weights before Spark starts; raise if there are none."""
+    if is_untrained(cfg):  # no weights to find (and no need to import torch in the driver)
+        return None
     import open_clip
     from open_clip import pretrained as oc_pretrained
 
     register_configs(cfg)
-    if is_untrained(cfg):
-        return None
     hint = (
         "set clip.pretrained to a local checkpoint file or a tag whose weights are in the cache "
         "(clip.cache_dir), or clip.model=tiny-random for an untrained smoke test"

@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 from curation import parquet_files
 from curation.progress import track
 from curation.spark import bound_memory, small_side
-from curation.steps import ALL_COLUMNS, REJECT, ROW, Step, StepContext, is_kept, with_reject_column
+from curation.steps import ALL_COLUMNS, REJECT, ROW, Step, StepContext, with_reject_column
 from curation.workdir import WorkFolder, hash_key, with_row_key
 
 
@@ -75,10 +75,12 @@ def run_steps(
             step.check()
     if base_files:
         files, rows, base_record = list(base_files), None, {"files": len(base_files), "materialised": False}
+        base_rejected = 0  # rows as they are: none refused yet
         reader = spark.read.schema(base_schema) if base_schema is not None else spark.read
         base = with_row_key(with_reject_column(reader.parquet(*files)), files, ROW)
     else:
         base, files, rows, base_record = _materialise(spark, source, work, input_key, log)
+        base_rejected = base_record["rejected"]
     reader_rows = bound_memory(spark, parquet_files.bytes_per_row(files))
     jvm = spark.sparkContext._jvm
     spark_info = {
@@ -92,7 +94,7 @@ def run_steps(
     frame, key, written = base, input_key, []
     marks: DataFrame | None = None
     records, names = [], list(sources)
-    kept = _kept(frame)
+    kept = rows - base_rejected
     for step in steps:
         if not step.enabled:
             continue
@@ -120,7 +122,7 @@ def run_steps(
             written = record.get("written", written)
             marks = work.read_frame(spark, record)
             frame = _apply(base, marks, written, record["rows"])
-        rows_out = _kept(frame) if step.writes == ALL_COLUMNS else rows - _rejected(marks)
+        rows_out = rows - record.get("rejected", 0)
         records.append({
             "step": step.name,
             "seconds": record.get("seconds", 0.0) if not reused else round(time.perf_counter() - t0, 3),
@@ -151,7 +153,7 @@ def _materialise(spark, source: DataFrame, work: WorkFolder, key: str, log):
         reused = True
         log(f"sources: {record['rows']:,} rows reused from the work folder")
     base = work.read_rows(spark, record)
-    info = {"rows": record["rows"], "bytes": record["bytes"], "files": len(record["files"]),
+    info = {"rows": record["rows"], "rejected": record.get("rejected", 0), "bytes": record["bytes"], "files": len(record["files"]),
             "seconds": record.get("seconds"), "reused": reused, "materialised": True}
     return base, list(record["files"]), record["rows"], info
 
@@ -180,14 +182,6 @@ def _apply(base: DataFrame, marks: DataFrame, written: Sequence[str], rows: int)
         else:
             columns.append(F.col(name))
     return joined.select(*columns)
-
-
-def _kept(frame: DataFrame) -> int:
-    return frame.where(is_kept()).select(ROW).count()
-
-
-def _rejected(marks: DataFrame) -> int:
-    return marks.where(F.col(REJECT).isNotNull()).count()
 
 
 def _log(message: str) -> None:

@@ -94,8 +94,8 @@ class WorkFolder:
         folder = self._start(name, key)
         df.write.parquet(str(folder / "data"))
         files = sorted(str(p) for p in (folder / "data").glob("*.parquet"))
-        rows = df.sparkSession.read.parquet(*files).count() if files else 0
-        return self._complete(folder, {**(record or {}), "files": files, "rows": rows, "schema": df.schema.json()})
+        counts = _counts(files, "_reject" in df.columns)  # from the files, without another Spark job
+        return self._complete(folder, {**(record or {}), "files": files, **counts, "schema": df.schema.json()})
 
     def read_frame(self, spark: SparkSession, record: dict) -> DataFrame:
         from pyspark.sql.types import StructType
@@ -129,7 +129,7 @@ class WorkFolder:
         return self._complete(folder, {
             **(record or {}),
             "files": files,
-            "rows": sum(r["rows"] for r in stats),
+            **_counts(files, "_reject" in df.columns),
             "bytes": sum(r["bytes"] for r in stats),
             "schema": from_arrow_schema(arrow_schema).json(),
         })
@@ -143,6 +143,20 @@ class WorkFolder:
 
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()) if self.root.exists() else 0
+
+
+def _counts(files: Sequence[str], marked: bool) -> dict:
+    """{"rows"} of Parquet files from their footers, and {"rejected"} (rows whose `_reject` is set)
+    when `marked`, reading that narrow column only."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    counts = {"rows": sum(pq.read_metadata(f).num_rows for f in files)}
+    if marked:
+        counts["rejected"] = sum(
+            int(pc.sum(pc.is_valid(pq.read_table(f, columns=["_reject"]).column("_reject"))).as_py() or 0) for f in files
+        )
+    return counts
 
 
 class _WriteRows:

@@ -31,7 +31,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from curation.spark import checkpoint, small_side
+from curation.spark import checkpoint
 from curation.steps import is_kept, mark
 
 log = logging.getLogger(__name__)

@@ -55,12 +55,12 @@ class ClipFilter(Step):
     requires = ("open_clip", "torch")
     writes = ("clip_score",)
 
-    def check(self) -> None:
+    def preflight(self) -> None:
         resolve_weights(self.config)  # on the driver, with a message naming the setting to change
 
     def __call__(self, df: DataFrame) -> DataFrame:
         cfg = self.config
-        self.check()
+        self.preflight()
         df = with_reject_column(df)
         key_config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in FILTER_FIELDS}
         work = self.context.work

@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 from curation import parquet_files
 from curation.progress import track
 from curation.spark import bound_memory, small_side
-from curation.steps import ALL_COLUMNS, REJECT, ROW, Step, StepContext, with_reject_column
+from curation.steps import ALL_COLUMNS, REJECT, ROW, RowStep, Step, StepContext, with_reject_column
 from curation.workdir import WorkFolder, hash_key, with_row_key
 
 
@@ -56,7 +56,7 @@ class PipelineResult:
 
 def run_steps(
     spark: SparkSession,
-    source: DataFrame | None,
+    source,
     steps: Sequence[Step],
     work: WorkFolder,
     input_key: str,
@@ -65,22 +65,30 @@ def run_steps(
     base_schema=None,
     log=None,
 ) -> PipelineResult:
-    """Run `steps` over `source` (a frame of contract rows, marked or not) or over the Parquet
+    """Run `steps` over `source` (a frame of contract rows, marked or not, or source plans whose
+    readers then run in the tasks that write the rows: curation.sources.SourcePlan) or over the Parquet
     `base_files` (rows as they are; `base_schema`, when known, spares reading every footer); see
     the module doc."""
     log = log or _log
     started = time.perf_counter()
     for step in steps:
         if step.enabled:
-            step.check()
+            step.preflight()
+    steps = [step for step in steps if step.enabled]
+    fused: list[RowStep] = []
     if base_files:
         files, rows, base_record = list(base_files), None, {"files": len(base_files), "materialised": False}
-        base_rejected = 0  # rows as they are: none refused yet
         reader = spark.read.schema(base_schema) if base_schema is not None else spark.read
         base = with_row_key(with_reject_column(reader.parquet(*files)), files, ROW)
+        base_rejected: dict[str, int] = {}  # rows as they are: none refused yet
     else:
-        base, files, rows, base_record = _materialise(spark, source, work, input_key, log)
-        base_rejected = base_record["rejected"]
+        # Leading row steps (validation) run inside the pass that writes the rows: read and decode once.
+        while len(fused) < len(steps) and isinstance(steps[len(fused)], RowStep):
+            fused.append(steps[len(fused)])
+        base_key = hash_key(input_key, [(step.name, step.cache_key()) for step in fused])
+        base, files, rows, base_record = _materialise(spark, source, work, base_key, fused, log)
+        base_rejected = base_record["rejected_by_step"]
+        input_key = base_key
     reader_rows = bound_memory(spark, parquet_files.bytes_per_row(files))
     jvm = spark.sparkContext._jvm
     spark_info = {
@@ -94,10 +102,22 @@ def run_steps(
     frame, key, written = base, input_key, []
     marks: DataFrame | None = None
     records, names = [], list(sources)
-    kept = rows - base_rejected
-    for step in steps:
-        if not step.enabled:
-            continue
+    kept = rows - sum(n for name, n in base_rejected.items() if name not in {step.name for step in fused})
+    for step in fused:  # their work was done in the materialising pass
+        rows_out = kept - base_rejected.get(step.name, 0)
+        done = base_record["row_steps"].get(step.name, {})
+        refused = base_record["refused_by_reason"].get(step.name, {})
+        records.append({
+            "step": step.name, "seconds": done.get("seconds", 0.0), "reused": base_record["reused"],
+            "computed_seconds": done.get("seconds"), "rows_in": kept, "rows_out": rows_out,
+            "stats": {"in_pass": "with the sources' materialisation (seconds: summed over its tasks)",
+                      "refused": sum(refused.values()), "refused_by_reason": refused,
+                      **{k: v for k, v in done.items() if k != "seconds"}},
+        })
+        log(f"{step.name}: {rows_out:,} rows kept of {kept:,} (checked while the rows were written)")
+        kept = rows_out
+        names.append(step.name)
+    for step in steps[len(fused):]:
         step.context = StepContext(work=work, input_key=key, base_files=files)
         key = hash_key(key, step.name, step.cache_key())
         step.stats = {}
@@ -138,14 +158,16 @@ def run_steps(
     return PipelineResult(frame, names, records, files, rows, time.perf_counter() - started, base_record, spark_info)
 
 
-def _materialise(spark, source: DataFrame, work: WorkFolder, key: str, log):
-    """Write the source rows once (whole, byte-bounded) and read them back with their row keys."""
+def _materialise(spark, source, work: WorkFolder, key: str, row_steps: list, log):
+    """Write the source rows once (whole, byte-bounded), `row_steps` checking each on the way, and
+    read them back with their row keys."""
     record = work.find("base", key)
     if record is None:
-        log("reading the sources into the work folder ...")
+        log("reading the sources into the work folder" + "".join(f", {s.name} on the way" for s in row_steps) + " ...")
         t0 = time.perf_counter()
         with track(spark, "ingest", None, log):
-            record = work.write_rows("base", key, with_reject_column(source))
+            rows = with_reject_column(source) if isinstance(source, DataFrame) else source
+            record = work.write_rows("base", key, rows, row_steps=row_steps)
         record = work.annotate("base", key, {"seconds": round(time.perf_counter() - t0, 3)})
         log(f"sources: {record['rows']:,} rows, {record['bytes'] / 2**20:,.1f} MiB in {record['seconds']:.1f}s")
         reused = False
@@ -153,9 +175,26 @@ def _materialise(spark, source: DataFrame, work: WorkFolder, key: str, log):
         reused = True
         log(f"sources: {record['rows']:,} rows reused from the work folder")
     base = work.read_rows(spark, record)
-    info = {"rows": record["rows"], "rejected": record.get("rejected", 0), "bytes": record["bytes"], "files": len(record["files"]),
-            "seconds": record.get("seconds"), "reused": reused, "materialised": True}
+    info = {"rows": record["rows"], "rejected": record.get("rejected", 0), "rejected_by_step": record.get("rejected_by_step", {}),
+            "bytes": record["bytes"], "files": len(record["files"]), "seconds": record.get("seconds"), "reused": reused,
+            "materialised": True, "row_steps": record.get("row_steps", {}),
+            "refused_by_reason": _refused_by_reason(record["files"]) if row_steps else {}}
     return base, list(record["files"]), record["rows"], info
+
+
+def _refused_by_reason(files: list[str]) -> dict:
+    """{step: {reason: rows}} of the refusals in materialised rows (their `_reject` column only)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    found: dict[str, dict[str, int]] = {}
+    for f in files:
+        marks = pq.read_table(f, columns=["_reject"]).column("_reject").combine_chunks()
+        pairs = pc.binary_join_element_wise(pc.struct_field(marks, "step"), pc.struct_field(marks, "reason"), "\t")
+        for item in pc.value_counts(pairs.drop_null()).to_pylist():
+            step, reason = item["values"].split("\t", 1)
+            found.setdefault(step, {})[reason] = found.setdefault(step, {}).get(reason, 0) + item["counts"]
+    return {step: dict(sorted(reasons.items())) for step, reasons in found.items()}
 
 
 def _changes(out: DataFrame, written: Sequence[str]) -> DataFrame:

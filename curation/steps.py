@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from curation.spark import checkpoint, small_side
 from curation.workdir import ROW_KEY as ROW
@@ -93,7 +95,7 @@ class Step:
     def enabled(self) -> bool:
         return bool(getattr(self.config, "enabled", True))
 
-    def check(self) -> None:
+    def preflight(self) -> None:
         """Fail now, before any work, on what would fail later (missing weights, files): the
         runner calls it for every enabled step before it reads the sources."""
 
@@ -109,6 +111,71 @@ class Step:
 
 
 ALL_COLUMNS = "*"
+
+
+class RowStep(Step):
+    """A step that decides about each row from the row alone (no other row, no model): `check`.
+
+    The runner runs a job's leading row steps inside the pass that materialises its rows, so each
+    row is read (and its images decoded) once; called on a frame, the step runs the same check
+    over the kept rows in `mapInArrow` and joins the refusals back. A row step may record facts
+    about what it saw (`facts`: a work-folder result name, rows of `facts_schema`; validation
+    records each image's pHash), for later steps to use instead of looking again.
+    """
+
+    facts: ClassVar[str | None] = None
+    facts_schema: ClassVar[pa.Schema | None] = None
+
+    def check(self, row: dict, facts: list[dict] | None) -> tuple[str, str] | None:
+        """(reason, detail) when the kept `row` (a dict of contract columns) is refused, else None;
+        appends fact rows to `facts` when given."""
+        raise NotImplementedError
+
+    def check_or_refuse(self, row: dict, facts: list[dict] | None) -> tuple[str, str] | None:
+        try:
+            return self.check(row, facts)
+        except Exception as exc:  # a malformed row must not stop the job: refuse it
+            return "row_malformed", f"{type(exc).__name__}: {exc}"[:300]
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        from curation import schema
+        from curation.workdir import hash_key
+
+        df = with_reject_column(df)
+        work = self.context.work
+        extra = list(self.facts_schema) if (self.facts and work is not None) else []
+        out_schema = pa.schema([(ROW, pa.int64()), ("reason", pa.string()), ("detail", pa.string()), *extra])
+        kept = df.where(is_kept()).select(ROW, *schema.COLUMNS)
+        out = checkpoint(kept.mapInArrow(_CheckRows(self, bool(extra), out_schema), from_arrow_schema(out_schema)))
+        verdicts = out.where(F.col("reason").isNotNull())
+        refused = reason_counts(verdicts)
+        self.stats.update({"refused": sum(refused.values()), "refused_by_reason": refused})
+        if extra:
+            names = [f.name for f in self.facts_schema]
+            recorded = out.where(F.col(names[0]).isNotNull()).select(*names).dropDuplicates([names[0]])
+            record = work.write_frame(self.facts, hash_key(self.context.input_key, self.cache_key()), recorded)
+            self.stats[f"{self.facts}_rows"] = record["rows"]
+        return mark(df, verdicts, self.name, rows=sum(refused.values()))
+
+
+class _CheckRows:
+    """mapInArrow function: kept rows -> a row per refusal (row key, reason, detail) and a row per
+    fact (the facts' columns)."""
+
+    def __init__(self, step: RowStep, with_facts: bool, out_schema: pa.Schema):
+        self.step, self.with_facts, self.schema = step, with_facts, out_schema
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            out: list[dict] = []
+            for row in batch.to_pylist():
+                key = row.pop(ROW)
+                facts: list[dict] | None = [] if self.with_facts else None
+                problem = self.step.check_or_refuse(row, facts)
+                if problem:
+                    out.append({ROW: key, "reason": problem[0], "detail": problem[1]})
+                out.extend(facts or ())
+            yield pa.RecordBatch.from_pylist(out, schema=self.schema)
 
 
 def with_reject_column(df: DataFrame) -> DataFrame:

@@ -21,17 +21,15 @@ from __future__ import annotations
 import io
 import re
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from curation import schema
-from curation.spark import checkpoint
-from curation.workdir import PHASHES, hash_key
-from curation.steps import ROW, Step, is_kept, mark, reason_counts, with_reject_column
+from curation.dedup.image_hash import phash
+from curation.steps import RowStep
+from curation.workdir import PHASHES
 
 STEP = "validate"
 
@@ -52,23 +50,19 @@ class ValidateConfig:
 _MOJIBAKE = re.compile(r"[\u00c2-\u00f4][\u0080-\u00bf\u2018-\u203a\u20ac\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2122]")
 
 
-class Validate(Step):
+class Validate(RowStep):
     name = STEP
     requires = ("PIL",)
+    facts = PHASHES
+    facts_schema = pa.schema([("sha256", pa.string()), ("phash", pa.int64())])
 
-    def __call__(self, df: DataFrame) -> DataFrame:
-        df = with_reject_column(df)
-        kept = df.where(is_kept()).select(ROW, *schema.COLUMNS)
-        work = self.context.work
-        out = checkpoint(kept.mapInArrow(_Validator(self.config, phashes=work is not None), OUTPUT))
-        verdicts = out.where(F.col("reason").isNotNull())
-        refused = reason_counts(verdicts)
-        self.stats.update({"refused": sum(refused.values()), "refused_by_reason": refused})
-        if work is not None:  # the images' pHashes, for the image dedup and decontamination steps
-            phashes = out.where(F.col("sha256").isNotNull()).select("sha256", "phash").dropDuplicates(["sha256"])
-            record = work.write_frame(PHASHES, hash_key(self.context.input_key, self.cache_key()), phashes)
-            self.stats["images_decoded"] = record["rows"]
-        return mark(df, verdicts, STEP, rows=sum(refused.values()))
+    def check(self, row: dict, facts: list[dict] | None) -> tuple[str, str] | None:
+        decoded: list | None = [] if facts is not None else None
+        problem = check_row(row, self.config, decoded)
+        for sha256, img in decoded or ():
+            with img:
+                facts.append({"sha256": sha256, "phash": phash(img)})
+        return problem
 
 
 def validate(df: DataFrame, cfg: ValidateConfig) -> DataFrame:
@@ -178,34 +172,3 @@ def _check_content(row: dict, cfg: ValidateConfig) -> tuple[str, str] | None:
     return None
 
 
-_OUTPUT = pa.schema(
-    [(ROW, pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("sha256", pa.string()), ("phash", pa.int64())]
-)
-OUTPUT = f"{ROW} long, reason string, detail string, sha256 string, phash long"
-
-
-class _Validator:
-    """mapInArrow function: kept rows -> a row (row key, reason, detail) per refused row, and with
-    `phashes` a row (sha256, pHash) per image of each good row, from the pixels decoded anyway."""
-
-    def __init__(self, cfg: ValidateConfig, phashes: bool):
-        self.cfg, self.phashes = cfg, phashes
-
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from curation.dedup.image_hash import phash
-
-        for batch in batches:
-            out = []
-            for row in batch.to_pylist():
-                key = row.pop(ROW)
-                decoded: list | None = [] if self.phashes else None
-                try:
-                    problem = check_row(row, self.cfg, decoded)
-                except Exception as exc:  # a malformed row must not stop the job: refuse it
-                    problem = ("row_malformed", f"{type(exc).__name__}: {exc}"[:300])
-                if problem:
-                    out.append({ROW: key, "reason": problem[0], "detail": problem[1]})
-                for sha256, img in decoded or ():
-                    with img:
-                        out.append({"sha256": sha256, "phash": phash(img)})
-            yield pa.RecordBatch.from_pylist(out, schema=_OUTPUT)

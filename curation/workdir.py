@@ -43,7 +43,7 @@ ROW_BYTES = "_bytes"  # materialised rows carry their size (parquet_files.row_by
 # (sha256, phash) of images a step decoded (validation): any step may use them, whatever the rows,
 # since a pHash is a function of the image bytes alone.
 PHASHES = "image_phash"
-_FILE_STATS = pa.schema([("file", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64())])
+_FILE_STATS = pa.schema([("file", pa.string()), ("rows", pa.int64()), ("bytes", pa.int64()), ("steps", pa.string())])
 
 
 def hash_key(*parts: Any) -> str:
@@ -116,23 +116,61 @@ class WorkFolder:
 
     # --- whole rows -------------------------------------------------------------------------------
 
-    def write_rows(self, name: str, key: str, df: DataFrame, record: dict | None = None,
-                   row_group_bytes: int = parquet_files.ROW_GROUP_BYTES) -> dict:
-        """Materialise every row of `df` as Parquet files written by the Python workers, each row
-        with its size in `_bytes` (its key comes from its place in the files, not stored)."""
+    def write_rows(self, name: str, key: str, source, record: dict | None = None,
+                   row_group_bytes: int = parquet_files.ROW_GROUP_BYTES, row_steps: Sequence = ()) -> dict:
+        """Materialise every row of `source` as Parquet files written by the Python workers, each
+        row with its size in `_bytes` (its key comes from its place in the files, not stored).
+
+        `source` is a DataFrame, or source plans (curation.sources.SourcePlan: units and a reader
+        of rows with the contract's columns and `_reject`), whose readers then run in the task
+        that writes the rows, so no row crosses into the JVM and back.
+        `row_steps` (curation.steps.RowStep) run on each kept row in the same pass, before it is
+        written: their refusals are in the rows' `_reject`, their facts are recorded as results
+        of their own (`facts` name, this key), and the record gets each one's seconds (summed over
+        tasks) and its facts' row count under `row_steps`.
+        """
         folder = self._start(name, key)
-        df = df.drop(ROW_KEY, ROW_BYTES)
-        arrow_schema = to_arrow_schema(df.schema).append(pa.field(ROW_BYTES, pa.int64()))
-        writer = _WriteRows(str(folder), arrow_schema, row_group_bytes)
-        stats = df.mapInArrow(writer, from_arrow_schema(_FILE_STATS)).collect()
+        if isinstance(source, DataFrame):
+            df = source.drop(ROW_KEY, ROW_BYTES)
+            arrow_schema = to_arrow_schema(df.schema).append(pa.field(ROW_BYTES, pa.int64()))
+            runs = [df.mapInArrow(_WriteRows(str(folder), arrow_schema, row_group_bytes, list(row_steps)), from_arrow_schema(_FILE_STATS))]
+        else:
+            from curation.sources.common import ROW_SCHEMA
+
+            arrow_schema = ROW_SCHEMA.append(pa.field(ROW_BYTES, pa.int64()))
+            runs = [
+                plan.units.mapInArrow(
+                    _WriteRows(str(folder), arrow_schema, row_group_bytes, list(row_steps), plan.reader, f"{i:03d}-"),
+                    from_arrow_schema(_FILE_STATS),
+                )
+                for i, plan in enumerate(source)
+            ]
+        stats_frame = runs[0]
+        for more in runs[1:]:
+            stats_frame = stats_frame.unionByName(more)
+        stats = [r.asDict() for r in stats_frame.collect()]
         files = sorted(r["file"] for r in stats)
+        steps_done = {}
+        for step in row_steps:
+            seconds = sum(json.loads(r["steps"]).get(step.name, {}).get("seconds", 0.0) for r in stats)
+            facts = sorted(f for r in stats for f in json.loads(r["steps"]).get(step.name, {}).get("facts", []))
+            steps_done[step.name] = {"seconds": round(seconds, 3)}
+            if step.facts and facts:
+                facts_record = self._register(step.facts, key, facts, from_arrow_schema(step.facts_schema))
+                steps_done[step.name][f"{step.facts}_rows"] = facts_record["rows"]
         return self._complete(folder, {
             **(record or {}),
             "files": files,
-            **_counts(files, "_reject" in df.columns),
+            **_counts(files, "_reject" in arrow_schema.names),
             "bytes": sum(r["bytes"] for r in stats),
             "schema": from_arrow_schema(arrow_schema).json(),
+            "row_steps": steps_done,
         })
+
+    def _register(self, name: str, key: str, files: list[str], spark_schema) -> dict:
+        """Record Parquet files written elsewhere (by row steps, beside the rows) as a complete result."""
+        folder = self._start(name, key)
+        return self._complete(folder, {"files": files, **_counts(files, False), "schema": spark_schema.json()})
 
     def read_rows(self, spark: SparkSession, record: dict) -> DataFrame:
         """The materialised rows, each with its row key (`with_row_key`)."""
@@ -146,37 +184,75 @@ class WorkFolder:
 
 
 def _counts(files: Sequence[str], marked: bool) -> dict:
-    """{"rows"} of Parquet files from their footers, and {"rejected"} (rows whose `_reject` is set)
-    when `marked`, reading that narrow column only."""
+    """{"rows"} of Parquet files from their footers and, when `marked`, {"rejected",
+    "rejected_by_step"} from their `_reject` column alone."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    counts = {"rows": sum(pq.read_metadata(f).num_rows for f in files)}
+    counts: dict[str, Any] = {"rows": sum(pq.read_metadata(f).num_rows for f in files)}
     if marked:
-        counts["rejected"] = sum(
-            int(pc.sum(pc.is_valid(pq.read_table(f, columns=["_reject"]).column("_reject"))).as_py() or 0) for f in files
-        )
+        by_step: dict[str, int] = {}
+        for f in files:
+            steps = pc.struct_field(pq.read_table(f, columns=["_reject"]).column("_reject").combine_chunks(), "step")
+            for item in pc.value_counts(steps.drop_null()).to_pylist():
+                by_step[item["values"]] = by_step.get(item["values"], 0) + item["counts"]
+        counts["rejected"] = sum(by_step.values())
+        counts["rejected_by_step"] = dict(sorted(by_step.items()))
     return counts
 
 
 class _WriteRows:
     """mapInArrow function: the task's rows -> one Parquet file (part-PPPPP.parquet, P = the task's
-    partition), streamed with byte-bounded row groups; yields its (file, rows, bytes)."""
+    partition), streamed with byte-bounded row groups, after its row steps checked each kept row;
+    yields (file, rows, bytes, per step: seconds and fact files)."""
 
-    def __init__(self, folder: str, arrow_schema: pa.Schema, row_group_bytes: int):
+    def __init__(self, folder: str, arrow_schema: pa.Schema, row_group_bytes: int, row_steps: list,
+                 reader: Callable | None = None, prefix: str = ""):
         self.folder, self.schema, self.row_group_bytes = folder, arrow_schema, row_group_bytes
+        self.row_steps, self.reader, self.prefix = row_steps, reader, prefix
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import time
+
+        if self.reader is not None:  # a source's units in, its rows out: read here, in this task
+            batches = self.reader(batches)
         partition = TaskContext.get().partitionId()
-        path = os.path.join(self.folder, f"part-{partition:05d}.parquet")
+        path = os.path.join(self.folder, f"part-{self.prefix}{partition:05d}.parquet")
         sink = None
+        seconds = {step.name: 0.0 for step in self.row_steps}
+        facts_sinks: dict[str, parquet_files.ParquetSink] = {}
         for batch in batches:
-            if batch.num_rows:
-                sink = sink or parquet_files.ParquetSink(path, self.schema, self.row_group_bytes)
-                sink.write(batch.append_column(ROW_BYTES, pa.array(parquet_files.row_bytes(batch), pa.int64())))
+            if not batch.num_rows:
+                continue
+            if self.row_steps:
+                rows = batch.to_pylist()
+                for row in rows:
+                    for step in self.row_steps:
+                        if row["_reject"] is not None:
+                            break
+                        facts: list[dict] | None = [] if step.facts else None
+                        start = time.perf_counter()
+                        problem = step.check_or_refuse(row, facts)
+                        seconds[step.name] += time.perf_counter() - start
+                        if problem:
+                            row["_reject"] = {"step": step.name, "reason": problem[0], "detail": problem[1]}
+                        if facts:
+                            if step.name not in facts_sinks:
+                                facts_path = os.path.join(self.folder, f"{step.facts}-{self.prefix}{partition:05d}.parquet")
+                                facts_sinks[step.name] = parquet_files.ParquetSink(facts_path, step.facts_schema)
+                            facts_sinks[step.name].write(pa.RecordBatch.from_pylist(facts, schema=step.facts_schema))
+                batch = pa.RecordBatch.from_pylist(rows, schema=batch.schema)
+            sink = sink or parquet_files.ParquetSink(path, self.schema, self.row_group_bytes)
+            sink.write(batch.append_column(ROW_BYTES, pa.array(parquet_files.row_bytes(batch), pa.int64())))
         if sink is not None:
             stats = sink.close()
-            yield pa.RecordBatch.from_pylist([{"file": stats["path"], "rows": stats["rows"], "bytes": stats["bytes"]}], schema=_FILE_STATS)
+            steps = {name: {"seconds": seconds[name], "facts": []} for name in seconds}
+            for name, facts_sink in facts_sinks.items():
+                steps[name]["facts"].append(facts_sink.close()["path"])
+            yield pa.RecordBatch.from_pylist(
+                [{"file": stats["path"], "rows": stats["rows"], "bytes": stats["bytes"], "steps": json.dumps(steps)}],
+                schema=_FILE_STATS,
+            )
 
 
 def with_row_key(df: DataFrame, files: Sequence[str], column: str = ROW_KEY) -> DataFrame:

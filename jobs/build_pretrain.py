@@ -28,14 +28,14 @@ from curation.dedup.near_image import ImageDedup, ImageDedupConfig
 from curation.dedup.near_text import NearDedup, NearTextDedupConfig
 from curation.exact_dedup import ExactDedup, ExactDedupConfig
 from curation.runner import run_steps
-from curation.sources import IngestConfig, fingerprint, read_sources
+from curation.sources import IngestConfig, fingerprint, source_plans
 from curation.spark import session
 from curation.steps import Step
 from curation.validate import Validate, ValidateConfig
 from curation.workdir import WorkFolder, hash_key
 from curation.writer import WriterConfig, code_version, prepare_folder, write_output
 from synthesis.ocr_render.source import STEP as RENDER_STEP
-from synthesis.ocr_render.source import RenderSourceConfig, add_rendered
+from synthesis.ocr_render.source import RenderSourceConfig, rendered_plan
 
 
 @dataclass
@@ -79,14 +79,14 @@ def run(cfg: BuildPretrainConfig, spark=None) -> dict:
     prepare_folder(out)
     spark = spark or session("keyeforge build_pretrain")
     started = time.time()
-    df = read_sources(spark, sources, cfg.ingest)
+    plans = source_plans(spark, sources, cfg.ingest)  # read in the tasks that write the rows
     names = ["ingest"]
     if cfg.render_ocr.enabled:
-        df = add_rendered(spark, df, cfg.render_ocr)
+        plans.append(rendered_plan(spark, cfg.render_ocr))
         names.append(RENDER_STEP)
     # The input's key: the sources as they are now and everything that turns them into rows.
     key = hash_key("build_pretrain", code_version(), fingerprint(sources), cfg.ingest, cfg.render_ocr)
-    result = run_steps(spark, df, steps, WorkFolder(out), key, sources=names)
+    result = run_steps(spark, plans, steps, WorkFolder(out), key, sources=names)
     resolved = dataclasses.asdict(dataclasses.replace(cfg, sources=sources))
     manifest = write_output(
         result.frame, str(out), result.step_names, resolved, cfg.writer, card=cfg.card,

@@ -19,11 +19,14 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 
 from curation.sources import folders, tables, webdataset
-from curation.sources.common import STEP, IngestConfig
+from curation.sources.common import STEP, IngestConfig, SourcePlan
 
-__all__ = ["STEP", "IngestConfig", "detect_format", "fingerprint", "read_source", "read_sources", "source_name"]
+__all__ = [
+    "STEP", "IngestConfig", "SourcePlan", "detect_format", "fingerprint", "read_source", "read_sources", "source_name",
+    "source_plans",
+]
 
-READERS = {"folder": folders.read, "webdataset": webdataset.read, "table": tables.read}
+PLANNERS = {"folder": folders.plan, "webdataset": webdataset.plan, "table": tables.plan}
 
 
 def detect_format(path: str | Path) -> str:
@@ -50,19 +53,28 @@ def source_name(path: str | Path) -> str:
     return p.stem if p.is_file() else p.name
 
 
+def source_plan(spark: SparkSession, path: str, cfg: IngestConfig, name: str | None = None) -> SourcePlan:
+    return PLANNERS[detect_format(path)](spark, str(path), name or source_name(path), cfg)
+
+
+def source_plans(spark: SparkSession, paths: list[str], cfg: IngestConfig) -> list[SourcePlan]:
+    """A plan per source (`name=path` entries set the source name explicitly)."""
+    plans = []
+    for entry in paths:
+        name, sep, path = entry.partition("=")
+        plans.append(source_plan(spark, path, cfg, name) if sep else source_plan(spark, entry, cfg))
+    if not plans:
+        raise ValueError("no sources given: set sources=PATH[,PATH...]")
+    return plans
+
+
 def read_source(spark: SparkSession, path: str, cfg: IngestConfig, name: str | None = None) -> DataFrame:
-    return READERS[detect_format(path)](spark, str(path), name or source_name(path), cfg)
+    return source_plan(spark, path, cfg, name).frame()
 
 
 def read_sources(spark: SparkSession, paths: list[str], cfg: IngestConfig) -> DataFrame:
     """One frame over all sources. `name=path` entries set the source name explicitly."""
-    frames = []
-    for entry in paths:
-        name, sep, path = entry.partition("=")
-        frames.append(read_source(spark, path, cfg, name) if sep else read_source(spark, entry, cfg))
-    if not frames:
-        raise ValueError("no sources given: set sources=PATH[,PATH...]")
-    return reduce(DataFrame.unionByName, frames)
+    return reduce(DataFrame.unionByName, [plan.frame() for plan in source_plans(spark, paths, cfg)])
 
 
 def fingerprint(paths: list[str]) -> str:

@@ -7,10 +7,11 @@ import base64
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+from pyspark.sql import DataFrame
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from curation import schema
@@ -26,6 +27,20 @@ ROW_SCHEMA = pa.schema(
 
 # The same, as the Spark type that mapInArrow needs for its output.
 SPARK_ROW_TYPE = from_arrow_schema(ROW_SCHEMA)
+
+
+@dataclass
+class SourcePlan:
+    """A source as Spark runs it: a small frame of work units (files, row groups, byte ranges,
+    tar shards) and the Python function that turns a task's units into batches of rows
+    (ROW_SCHEMA). `frame()` is the rows as a DataFrame; the runner may instead run the reader in
+    the same Python task that writes the rows, so no row crosses into the JVM and back."""
+
+    units: DataFrame
+    reader: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+
+    def frame(self) -> DataFrame:
+        return self.units.mapInArrow(self.reader, SPARK_ROW_TYPE)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
-from curation.sources.common import IMAGE_EXTENSIONS, SPARK_ROW_TYPE, IngestConfig, caption_from_json, make_caption_row, refused, batches_of
+from curation.sources.common import IMAGE_EXTENSIONS, SourcePlan, IngestConfig, caption_from_json, make_caption_row, refused, batches_of
 
 CAPTION_EXTENSIONS = (".txt", ".json")
 
@@ -30,11 +30,11 @@ def list_items(root: Path) -> list[str]:
     return sorted(images | orphans)
 
 
-def read(spark: SparkSession, root: str, source: str, cfg: IngestConfig) -> DataFrame:
+def plan(spark: SparkSession, root: str, source: str, cfg: IngestConfig) -> SourcePlan:
     items = list_items(Path(root))
     units = spark.createDataFrame([(i,) for i in items], "item string")
     units = units.repartition(max(1, min(len(items) // 64, spark.sparkContext.defaultParallelism * 4)), "item")
-    return units.mapInArrow(_FolderReader(str(Path(root).resolve()), source, cfg), SPARK_ROW_TYPE)
+    return SourcePlan(units, _FolderReader(str(Path(root).resolve()), source, cfg))
 
 
 class _FolderReader:

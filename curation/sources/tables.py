@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
-from curation.sources.common import SPARK_ROW_TYPE, IngestConfig, decode_data_uri, make_caption_row, refused, batches_of
+from curation.sources.common import SourcePlan, IngestConfig, decode_data_uri, make_caption_row, refused, batches_of
 
 TABLE_EXTENSIONS = (".parquet", ".jsonl", ".json")
 
@@ -39,11 +39,11 @@ def units_of(path: Path, cfg: IngestConfig) -> list[tuple[str, int, int]]:
     return units
 
 
-def read(spark: SparkSession, path: str, source: str, cfg: IngestConfig) -> DataFrame:
+def plan(spark: SparkSession, path: str, source: str, cfg: IngestConfig) -> SourcePlan:
     units = units_of(Path(path), cfg)
     frame = spark.createDataFrame(units, "file string, start long, end long")
     frame = frame.repartition(max(1, len(units)), "file", "start")
-    return frame.mapInArrow(_TableReader(source, cfg), SPARK_ROW_TYPE)
+    return SourcePlan(frame, _TableReader(source, cfg))
 
 
 class _TableReader:

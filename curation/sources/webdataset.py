@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
-from curation.sources.common import SPARK_ROW_TYPE, IngestConfig, caption_from_json, make_caption_row, refused, batches_of
+from curation.sources.common import SourcePlan, IngestConfig, caption_from_json, make_caption_row, refused, batches_of
 
 
 def list_shards(path: Path) -> list[str]:
@@ -23,11 +23,11 @@ def list_shards(path: Path) -> list[str]:
     return sorted(str(p.resolve()) for p in path.rglob("*.tar"))
 
 
-def read(spark: SparkSession, path: str, source: str, cfg: IngestConfig) -> DataFrame:
+def plan(spark: SparkSession, path: str, source: str, cfg: IngestConfig) -> SourcePlan:
     shards = list_shards(Path(path))
     root = str(Path(path).resolve().parent if Path(path).is_file() else Path(path).resolve())
     units = spark.createDataFrame([(s,) for s in shards], "shard string").repartition(max(1, len(shards)), "shard")
-    return units.mapInArrow(_TarReader(root, source, cfg), SPARK_ROW_TYPE)
+    return SourcePlan(units, _TarReader(root, source, cfg))
 
 
 def unsafe_reason(member: tarfile.TarInfo) -> str | None:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 
 from curation import schema
+from curation.sources.common import SourcePlan
 from curation.steps import REJECT, with_reject_column
 from synthesis.ocr_render.config import RenderConfig
-from synthesis.ocr_render.step import STEP, backgrounds_from, render_frame
+from synthesis.ocr_render.step import STEP, backgrounds_from, render_plan
 
 
 @dataclass
@@ -28,10 +29,15 @@ class RenderSourceConfig(RenderConfig):
 
 
 def rendered_source(spark: SparkSession, cfg: RenderSourceConfig) -> DataFrame:
+    return rendered_plan(spark, cfg).frame()
+
+
+def rendered_plan(spark: SparkSession, cfg: RenderSourceConfig) -> SourcePlan:
+    """The rendered samples as a source plan (what the runner fuses with writing the rows)."""
     if cfg.count < 0:
         raise ValueError(f"count must be >= 0, got {cfg.count}")
     backgrounds = backgrounds_from(spark, cfg.backgrounds, cfg.max_backgrounds) if cfg.backgrounds else []
-    return render_frame(spark, cfg.count, cfg, cfg.partitions or None, backgrounds)
+    return render_plan(spark, cfg.count, cfg, cfg.partitions or None, backgrounds)
 
 
 def add_rendered(spark: SparkSession, df: DataFrame, cfg: RenderSourceConfig) -> DataFrame:
@@ -41,4 +47,4 @@ def add_rendered(spark: SparkSession, df: DataFrame, cfg: RenderSourceConfig) ->
     return with_reject_column(df).select(*schema.COLUMNS, REJECT).unionByName(rendered)
 
 
-__all__ = ["RenderSourceConfig", "rendered_source", "add_rendered", "STEP"]
+__all__ = ["RenderSourceConfig", "rendered_source", "rendered_plan", "add_rendered", "STEP"]

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from curation import schema
+from curation.sources.common import SourcePlan
 from curation.steps import REJECT, REJECT_TYPE
 from synthesis.ocr_render import fonts as fontlib
 from synthesis.ocr_render import sample as samplelib
@@ -93,13 +94,25 @@ def render_frame(
     faces: list[fontlib.Face] | None = None,
 ) -> DataFrame:
     """A frame of contract rows plus `_reject` for samples 0..count-1."""
+    return render_plan(spark, count, cfg, partitions, backgrounds, faces).frame()
+
+
+def render_plan(
+    spark: SparkSession,
+    count: int,
+    cfg: RenderConfig,
+    partitions: int | None = None,
+    backgrounds: list[bytes] | None = None,
+    faces: list[fontlib.Face] | None = None,
+) -> SourcePlan:
+    """Samples 0..count-1 as a source plan: sample numbers, and the renderer that draws them."""
     # Only the renderer's own settings travel to executors (a job's subclass may live in a module
     # that executors cannot import).
     cfg = RenderConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RenderConfig)})
     faces = faces if faces is not None else discover_fonts(cfg)
     parts = partitions or spark.sparkContext.defaultParallelism
     ids = spark.range(0, count, 1, numPartitions=max(1, min(parts, count or 1)))
-    return ids.mapInArrow(_Renderer(cfg, faces, list(backgrounds or [])), spark_schema())
+    return SourcePlan(ids, _Renderer(cfg, faces, list(backgrounds or [])))
 
 
 def backgrounds_from(spark: SparkSession, path: str, limit: int) -> list[bytes]:

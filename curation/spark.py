@@ -51,12 +51,15 @@ def session(app_name: str = "keyeforge", conf: dict[str, str] | None = None) -> 
         builder = builder.master(f"local[{os.cpu_count() or 1}]")
         if not (os.environ.get("SPARK_DRIVER_MEMORY") or "spark.driver.memory" in (conf or {})):
             builder = builder.config("spark.driver.memory", driver_memory())
-        # Small local jobs: a few shuffle partitions instead of 200 tiny tasks.
-        builder = builder.config("spark.sql.shuffle.partitions", str(2 * (os.cpu_count() or 1)))
     for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    sc = spark.sparkContext
+    if sc.master.startswith("local") and not sc.getConf().contains("spark.sql.shuffle.partitions"):
+        # One machine: a few shuffle partitions per core instead of Spark's 200 (every shuffled
+        # table here is narrow: ids, keys, verdicts; the shard writer sets its own count).
+        spark.conf.set("spark.sql.shuffle.partitions", str(2 * sc.defaultParallelism))
     return spark
 
 

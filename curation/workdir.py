@@ -143,7 +143,9 @@ class WorkFolder:
                     _WriteRows(str(folder), arrow_schema, row_group_bytes, list(row_steps), plan.reader, f"{i:03d}-"),
                     from_arrow_schema(_FILE_STATS),
                 )
-                for i, plan in enumerate(source)
+                # the plans with the largest tasks first: Spark starts a stage's tasks in order, and a
+                # long task started last would run alone at the end
+                for i, plan in sorted(enumerate(source), key=lambda item: -item[1].task_bytes)
             ]
         stats_frame = runs[0]
         for more in runs[1:]:

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curation.dedup import image_hash
 from curation.dedup.components import PhaseClock, connected_components, reject_duplicates
-from curation.dedup.near_text import bucket_pairs
+from curation.dedup.near_text import bucket_pairs, pairs_of_bucket
 from curation.spark import checkpoint, small_side
 from curation.workdir import PHASHES
 from curation.steps import Step, is_kept, with_reject_column
@@ -139,22 +140,52 @@ def image_edges(hashes: DataFrame, cfg: ImageDedupConfig) -> DataFrame:
         # Every image in a bucket is the same picture: a star links them all.
         edges.append(bucket_pairs(same_pixels.where(F.size("ids") > 1), 0))
     if cfg.near:
-        members = F.array_sort(F.collect_set(F.struct("id", "phash")))
-        buckets = (
-            hashes.select("id", "phash", F.posexplode("bands").alias("band", "value"))
-            .groupBy("band", "value")
-            .agg(members.alias("m"))
-            .where(F.size("m") > 1)
-        )
-        pairs = bucket_pairs(buckets.select(F.col("m").alias("ids")), cfg.all_pairs_bucket)
-        close = F.bit_count(F.col("src.phash").bitwiseXOR(F.col("dst.phash"))) <= cfg.max_hamming
-        edges.append(pairs.where(close).select(F.col("src.id").alias("src"), F.col("dst.id").alias("dst")))
+        banded = hashes.select("id", "phash", F.posexplode("bands").alias("band", "value"))
+        buckets = banded.repartition("band", "value")  # one shuffle of (id, pHash, band, value)
+        edges.append(buckets.mapInArrow(_CloseBucketPairs(cfg.all_pairs_bucket, cfg.max_hamming), "src string, dst string"))
     if not edges:
         return hashes.sparkSession.createDataFrame([], "src string, dst string")
     out = edges[0]
     for more in edges[1:]:
         out = out.unionByName(more)
     return out.where(F.col("src") != F.col("dst")).distinct()
+
+
+class _CloseBucketPairs:
+    """mapInArrow function over whole (band, value) buckets of (id, pHash) members: the pairs
+    `bucket_pairs` gives for each bucket's sorted distinct members (all pairs up to
+    `all_pairs_bucket`, a star and a chain above), kept where the two pHashes are at most
+    `max_hamming` bits apart, as (src id, dst id). Numpy sorts the partition; Python pairs only the
+    members of shared buckets (the SQL formulation spent most of the step in shuffles of arrays)."""
+
+    def __init__(self, all_pairs_bucket: int, max_hamming: int):
+        self.all_pairs_bucket, self.max_hamming = all_pairs_bucket, max_hamming
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        batches = list(batches)  # a bucket may span batches: the partition is read whole
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        band, value = table.column("band").to_numpy(), table.column("value").to_numpy()
+        order = np.lexsort((value, band))
+        band, value = band[order], value[order]
+        same = (band[1:] == band[:-1]) & (value[1:] == value[:-1])
+        shared = np.zeros(len(order), dtype=bool)
+        shared[1:] |= same
+        shared[:-1] |= same
+        starts = np.flatnonzero(np.concatenate([[True], ~same])[shared])
+        picked = pa.array(order[shared])
+        ids = table.column("id").take(picked).to_pylist()
+        phashes = table.column("phash").take(picked).to_pylist()
+        src: list[str] = []
+        dst: list[str] = []
+        for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), len(ids)]):
+            members = sorted(set(zip(ids[lo:hi], phashes[lo:hi])))
+            for (a, pa_), (b, pb) in pairs_of_bucket(members, self.all_pairs_bucket):
+                if a != b and ((pa_ ^ pb) & 0xFFFFFFFFFFFFFFFF).bit_count() <= self.max_hamming:
+                    src.append(a)
+                    dst.append(b)
+        yield pa.RecordBatch.from_pydict({"src": pa.array(src, pa.string()), "dst": pa.array(dst, pa.string())})
 
 
 class ImageDedup(Step):
@@ -199,10 +230,9 @@ def known_phashes(work) -> tuple[DataFrame | None, int]:
     known = frames[0]
     for more in frames[1:]:
         known = known.unionByName(more)
-    if len(frames) > 1:
-        known = checkpoint(known.dropDuplicates(["sha256"]))
-        return known, known.count()
-    return known, records[0]["rows"]
+    # Exact copies of an image were hashed (and recorded) once per row that shows them.
+    known = checkpoint(known.dropDuplicates(["sha256"]))
+    return known, known.count()
 
 
 def image_dedup(df: DataFrame, cfg: ImageDedupConfig) -> DataFrame:

@@ -251,13 +251,13 @@ class _BucketPairs:
         src: list[str] = []
         dst: list[str] = []
         for lo, hi in zip(run_start.tolist(), [*run_start[1:].tolist(), len(ids)]):
-            for a, b in _pairs(sorted(set(ids[lo:hi])), self.all_pairs_bucket):
+            for a, b in pairs_of_bucket(sorted(set(ids[lo:hi])), self.all_pairs_bucket):
                 src.append(a)
                 dst.append(b)
         yield pa.RecordBatch.from_pydict({"src": pa.array(src, pa.string()), "dst": pa.array(dst, pa.string())})
 
 
-def _pairs(ids: list[str], all_pairs_bucket: int):
+def pairs_of_bucket(ids: list[str], all_pairs_bucket: int):
     """`bucket_pairs` for one bucket of sorted unique ids."""
     if len(ids) <= all_pairs_bucket:
         return ((a, b) for i, a in enumerate(ids) for b in ids[i + 1 :])

@@ -29,6 +29,13 @@ ROW_SCHEMA = pa.schema(
 SPARK_ROW_TYPE = from_arrow_schema(ROW_SCHEMA)
 
 
+def units_frame(spark, units: list[tuple], ddl: str, tasks: int) -> DataFrame:
+    """A frame of work units cut into `tasks` partitions of consecutive units (no shuffle: hash
+    partitioning a handful of units left some tasks with two and others with none)."""
+    tasks = max(1, min(tasks, len(units)))
+    return spark.createDataFrame(spark.sparkContext.parallelize(units, tasks), ddl)
+
+
 @dataclass
 class SourcePlan:
     """A source as Spark runs it: a small frame of work units (files, row groups, byte ranges,
@@ -38,6 +45,9 @@ class SourcePlan:
 
     units: DataFrame
     reader: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+    # Bytes one task reads, about (the largest unit): the runner starts the plans with the largest
+    # tasks first, so that no long task is left running alone at the end.
+    task_bytes: float = 0.0
 
     def frame(self) -> DataFrame:
         return self.units.mapInArrow(self.reader, SPARK_ROW_TYPE)
@@ -53,7 +63,8 @@ class IngestConfig:
     image_keys: list[str] = field(default_factory=lambda: ["image", "jpg", "png", "img"])
     rows_per_batch: int = 256  # rows a reader hands to Spark at a time, at most ...
     batch_bytes: int = 16 * 2**20  # ... and at most this many bytes of images and text
-    jsonl_split_bytes: int = 64 * 2**20  # JSONL files are read in byte ranges of this size
+    jsonl_split_bytes: int = 64 * 2**20  # JSONL files are read in byte ranges of at most this size ...
+    unit_bytes: int = 64 * 2**20  # ... holding about this much payload (lines and the images they name)
     # Images in other formats (BMP, GIF, TIFF, ...) are re-encoded losslessly as PNG on the way in.
     keep_formats: list[str] = field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
 

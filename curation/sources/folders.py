@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from curation.sources.common import IMAGE_EXTENSIONS, SourcePlan, IngestConfig, caption_from_json, make_caption_row, refused, batches_of
+from curation.sources.common import IMAGE_EXTENSIONS, SourcePlan, units_frame, IngestConfig, caption_from_json, make_caption_row, refused, batches_of
 
 CAPTION_EXTENSIONS = (".txt", ".json")
 
@@ -32,9 +32,11 @@ def list_items(root: Path) -> list[str]:
 
 def plan(spark: SparkSession, root: str, source: str, cfg: IngestConfig) -> SourcePlan:
     items = list_items(Path(root))
-    units = spark.createDataFrame([(i,) for i in items], "item string")
-    units = units.repartition(max(1, min(len(items) // 64, spark.sparkContext.defaultParallelism * 4)), "item")
-    return SourcePlan(units, _FolderReader(str(Path(root).resolve()), source, cfg))
+    tasks = max(1, min(len(items) // 64, spark.sparkContext.defaultParallelism * 4))
+    units = units_frame(spark, [(i,) for i in items], "item string", tasks)
+    sample = items[:: max(1, len(items) // 64)]
+    mean = sum(os.path.getsize(os.path.join(root, i)) for i in sample) / max(1, len(sample))
+    return SourcePlan(units, _FolderReader(str(Path(root).resolve()), source, cfg), task_bytes=mean * len(items) / tasks)
 
 
 class _FolderReader:

@@ -16,13 +16,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
-from curation.sources.common import SourcePlan, IngestConfig, decode_data_uri, make_caption_row, refused, batches_of
+from curation.sources.common import SourcePlan, units_frame, IngestConfig, decode_data_uri, make_caption_row, refused, batches_of
 
 TABLE_EXTENSIONS = (".parquet", ".jsonl", ".json")
 
 
 def units_of(path: Path, cfg: IngestConfig) -> list[tuple[str, int, int]]:
-    """(file, start, end) work units: Parquet row groups, or JSONL byte ranges."""
+    """(file, start, end) work units: Parquet row groups, or JSONL byte ranges.
+
+    A JSONL range holds about `cfg.unit_bytes` of rows' payload: when the table names its images
+    by path, a few kilobytes of lines can stand for a gigabyte of images, so the range is sized
+    from the lines' length and the sampled size of the images they name (never more than
+    `jsonl_split_bytes` of lines).
+    """
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in TABLE_EXTENSIONS)
     units = []
     for f in files:
@@ -35,15 +41,40 @@ def units_of(path: Path, cfg: IngestConfig) -> list[tuple[str, int, int]]:
             units += [(str(f.resolve()), rg, rg + 1) for rg in range(groups)]
         else:
             size = f.stat().st_size
-            units += [(str(f.resolve()), s, min(size, s + cfg.jsonl_split_bytes)) for s in range(0, max(size, 1), cfg.jsonl_split_bytes)]
+            split = _jsonl_split(f, cfg)
+            units += [(str(f.resolve()), s, min(size, s + split)) for s in range(0, max(size, 1), split)]
     return units
+
+
+def _jsonl_split(file: Path, cfg: IngestConfig, sample_lines: int = 32) -> int:
+    """Bytes of lines per unit: about `cfg.unit_bytes` of payload (lines + the images they name)."""
+    line_bytes, payload = [], []
+    folder = file.resolve().parent
+    with open(file, "rb") as f:
+        for line in f:
+            if len(line_bytes) == sample_lines:
+                break
+            line_bytes.append(len(line))
+            named = 0
+            try:
+                record = json.loads(line)
+                value = next((record[k] for k in cfg.image_keys if isinstance(record.get(k), str)), None)
+                if value and not value.startswith("data:"):
+                    target = (folder / value).resolve()
+                    named = target.stat().st_size if target.is_relative_to(folder) and target.is_file() else 0
+            except (ValueError, OSError, AttributeError):
+                pass
+            payload.append(len(line) + named)
+    if not line_bytes:
+        return cfg.jsonl_split_bytes
+    lines_per_unit = max(1, int(cfg.unit_bytes / max(1.0, sum(payload) / len(payload))))
+    return int(min(cfg.jsonl_split_bytes, max(4096, lines_per_unit * sum(line_bytes) / len(line_bytes))))
 
 
 def plan(spark: SparkSession, path: str, source: str, cfg: IngestConfig) -> SourcePlan:
     units = units_of(Path(path), cfg)
-    frame = spark.createDataFrame(units, "file string, start long, end long")
-    frame = frame.repartition(max(1, len(units)), "file", "start")
-    return SourcePlan(frame, _TableReader(source, cfg))
+    frame = units_frame(spark, units, "file string, start long, end long", len(units))
+    return SourcePlan(frame, _TableReader(source, cfg), task_bytes=cfg.unit_bytes)
 
 
 class _TableReader:

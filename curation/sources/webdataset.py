@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from curation.sources.common import SourcePlan, IngestConfig, caption_from_json, make_caption_row, refused, batches_of
+from curation.sources.common import SourcePlan, units_frame, IngestConfig, caption_from_json, make_caption_row, refused, batches_of
 
 
 def list_shards(path: Path) -> list[str]:
@@ -26,8 +26,9 @@ def list_shards(path: Path) -> list[str]:
 def plan(spark: SparkSession, path: str, source: str, cfg: IngestConfig) -> SourcePlan:
     shards = list_shards(Path(path))
     root = str(Path(path).resolve().parent if Path(path).is_file() else Path(path).resolve())
-    units = spark.createDataFrame([(s,) for s in shards], "shard string").repartition(max(1, len(shards)), "shard")
-    return SourcePlan(units, _TarReader(root, source, cfg))
+    units = units_frame(spark, [(s,) for s in shards], "shard string", len(shards))
+    largest = max((Path(s).stat().st_size for s in shards), default=0)
+    return SourcePlan(units, _TarReader(root, source, cfg), task_bytes=float(largest))
 
 
 def unsafe_reason(member: tarfile.TarInfo) -> str | None:

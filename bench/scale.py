@@ -224,14 +224,22 @@ def _items(sources: list[str]):
                     yield (path / record["image"]).read_bytes(), record["caption"].encode()
 
 
-def run_baseline(sources: list[str]) -> dict:
+def run_baseline(sources: list[str], write_to: str | None = None) -> dict:
+    """The one-process baseline; with `write_to`, it also writes the kept rows as contract shards
+    (256 MB each, the same Parquet settings as ours): what a one-process job has to do as well."""
     import hashlib
     import resource
 
+    from curation import schema
     from curation.dedup.image_hash import phash
+    from curation.parquet_files import ParquetSink
     from curation.validate import ValidateConfig, check_text, open_checked
 
     cfg = ValidateConfig()
+    sink, shard, shard_bytes, pending = None, 0, 0, []
+    if write_to:
+        shutil.rmtree(write_to, ignore_errors=True)
+        Path(write_to).mkdir(parents=True)
     seen: set[bytes] = set()
     counts = {"items": 0, "refused": 0, "duplicates": 0, "kept": 0}
     hashes = []
@@ -255,14 +263,30 @@ def run_baseline(sources: list[str]) -> dict:
         with img:
             hashes.append(phash(img))
         counts["kept"] += 1
+        if write_to:
+            pending.append(schema.caption_row("baseline", image, text, extra={"origin": str(counts["items"])}))
+            shard_bytes += len(image) + len(caption)
+            if len(pending) == 64 or shard_bytes >= 256 * 2**20:
+                sink = sink or ParquetSink(f"{write_to}/part-{shard:05d}.parquet", schema.SCHEMA)
+                sink.write(schema.rows_to_table(pending))
+                pending = []
+            if shard_bytes >= 256 * 2**20:
+                sink.close()
+                sink, shard, shard_bytes = None, shard + 1, 0
+    if pending:
+        sink = sink or ParquetSink(f"{write_to}/part-{shard:05d}.parquet", schema.SCHEMA)
+        sink.write(schema.rows_to_table(pending))
+    if sink is not None:
+        sink.close()
     seconds = time.perf_counter() - started
     return {"seconds": round(seconds, 1), **counts, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "load_before": load_before, "load_after": os.getloadavg()}
 
 
-def _baseline_in_subprocess(sources: list[str]) -> dict:
+def _baseline_in_subprocess(sources: list[str], write_to: str | None = None) -> dict:
     """The baseline in a fresh interpreter, so its peak memory is its own."""
-    code = f"import json, sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import scale; print(json.dumps(scale.run_baseline({sources!r})))"
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import scale; "
+            f"print(json.dumps(scale.run_baseline({sources!r}, {write_to!r})))")
     out = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -297,6 +321,11 @@ def main() -> None:
         if args.baseline != "no" and n <= args.baseline_max:
             entry["baseline"] = _baseline_in_subprocess(meta["sources"])
             print(f"  baseline: {entry['baseline']['seconds']}s, {n / entry['baseline']['seconds']:.1f} images/s", flush=True)
+            written = data / f"baseline-{n}"
+            entry["baseline_writing"] = _baseline_in_subprocess(meta["sources"], str(written))
+            shutil.rmtree(written, ignore_errors=True)
+            print(f"  baseline writing shards: {entry['baseline_writing']['seconds']}s, "
+                  f"{n / entry['baseline_writing']['seconds']:.1f} images/s", flush=True)
         if args.baseline != "only":
             for clip in {"off": [False], "on": [True], "both": [False, True]}[args.clip]:
                 name = "clip_on" if clip else "clip_off"
@@ -315,19 +344,20 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
-    rows = ["| images | corpus | ours, CLIP off | ours, CLIP tiny-random | baseline (1 process) | off / baseline | peak JVM | peak Python workers (sum) | staging + spill / kept |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| images | corpus | ours, CLIP off | ours, CLIP tiny-random | baseline (1 process) | baseline writing shards | off / baseline | off / baseline writing | peak JVM | peak Python workers (sum) | staging + spill / kept |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, entry in sorted(results.get("runs", {}).items(), key=lambda kv: int(kv[0])):
         n_int = int(n)
-        off, on, base = entry.get("clip_off"), entry.get("clip_on"), entry.get("baseline")
+        off, on, base, base_w = entry.get("clip_off"), entry.get("clip_on"), entry.get("baseline"), entry.get("baseline_writing")
 
         def rate(r):
             return f"{n_int / r['seconds']:,.1f} img/s ({r['seconds']:,.0f} s)" if r else "-"
 
-        speedup = f"{(n_int / off['seconds']) / (n_int / base['seconds']):.2f}x" if off and base else "-"
+        speedup = f"{base['seconds'] / off['seconds']:.2f}x" if off and base else "-"
+        speedup_w = f"{base_w['seconds'] / off['seconds']:.2f}x" if off and base_w else "-"
         mem = off or on
         rows.append(
-            f"| {n_int:,} | {entry['corpus']['image_bytes'] / 2**30:.2f} GiB | {rate(off)} | {rate(on)} | {rate(base)} | {speedup} | "
+            f"| {n_int:,} | {entry['corpus']['image_bytes'] / 2**30:.2f} GiB | {rate(off)} | {rate(on)} | {rate(base)} | {rate(base_w)} | {speedup} | {speedup_w} | "
             + (f"{mem['peak']['jvm'] / 2**20:,.0f} MiB | {mem['peak']['workers_sum'] / 2**20:,.0f} MiB | "
                f"{mem['peak']['staging_disk'] / max(1, mem['kept_bytes']):.2f}x |" if mem else "- | - | - |")
         )

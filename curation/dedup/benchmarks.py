@@ -24,6 +24,8 @@ from typing import Literal
 
 import pyarrow.parquet as pq
 
+from curation import schema
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 ID_FIELDS = ("id", "item_id", "question_id", "qid", "index", "idx")
 TEXT_FIELDS = ("question", "text", "prompt", "query", "caption", "instruction", "hint", "options", "choices")
@@ -98,9 +100,8 @@ def _from_parquet(name: str, path: Path) -> list[BenchmarkItem]:
 
 def _from_record(name: str, record: dict, n: int, base: Path) -> BenchmarkItem:
     if "messages" in record and "images" in record:  # a keyeforge contract row
-        texts = [p["text"] for m in record["messages"] or () for p in m["content"] or () if p["type"] == "text"]
         images = [im["bytes"] for im in record["images"] or () if im and im.get("bytes")]
-        return BenchmarkItem(name, str(record.get("id") or n), images, "\n".join(t for t in texts if t))
+        return BenchmarkItem(name, str(record.get("id") or n), images, schema.row_text(record) or "")
     item_id = next((str(record[f]) for f in ID_FIELDS if record.get(f) is not None), str(n))
     images = []
     for f in IMAGE_FIELDS:

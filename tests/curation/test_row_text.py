@@ -45,6 +45,12 @@ def cases_table(cases) -> pa.Table:
     return pa.table({"id": ids, "messages": pa.array([m for m, _ in cases], MESSAGES)})
 
 
+def test_the_definition_gives_the_expected_values():
+    from curation import schema
+
+    assert [schema.row_text({"messages": m}) for m, _ in CASES] == [t for _, t in CASES]
+
+
 def test_arrow_row_text_expected_values():
     assert arrow_row_text(cases_table(CASES).column("messages")).to_pylist() == [t for _, t in CASES]
 

@@ -47,10 +47,6 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_we
     return best
 
 
-def candidate_probability(similarity: float, bands: int, rows: int) -> float:
-    return 1 - (1 - similarity**rows) ** bands
-
-
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """One signed 64-bit key per (document, band): a hash of the band's `rows` values.
 

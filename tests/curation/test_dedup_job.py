@@ -57,6 +57,10 @@ def test_job_runs_every_step_and_accounts_for_every_row(spark, tmp_path):
     funnel = json.loads((tmp_path / "out" / "_funnel.json").read_text())
     assert [s["step"] for s in funnel["steps"]] == ["exact_dedup", "near_dedup", "image_dedup", "decontam"]
     assert funnel["input_rows"] == len(rows) and funnel["kept_rows"] == manifest["rows"] == 3
+    stats = {s["step"]: s for s in json.loads((tmp_path / "out" / "_stats.json").read_text())["steps"]}
+    assert list(stats) == ["exact_dedup", "near_dedup", "image_dedup", "decontam"]
+    assert stats["decontam"]["stats"]["overlaps"] and stats["image_dedup"]["stats"]["images_hashed"] > 0
+    assert all(stats[s["step"]]["rows_out"] == s["out"] for s in funnel["steps"])
     by_step = {s["step"]: s["rejected"] for s in funnel["steps"]}
     assert by_step == {
         "exact_dedup": {"exact_duplicate": 1},

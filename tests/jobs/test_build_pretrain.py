@@ -56,6 +56,19 @@ def test_output_folder_layout(cli_output):
     for shard in manifest["shards"]:
         assert set(shard) == {"path", "rows", "bytes", "sha256"}
     assert manifest["config"]["clip"]["model"] == "tiny-random"
+    # every step's time and own statistics, beside the funnel, and in the card
+    stats = json.loads((cli_output / "_stats.json").read_text())
+    steps = {s["step"]: s for s in stats["steps"]}
+    assert list(steps) == ["validate", "exact_dedup", "near_dedup", "image_dedup", "clip"]
+    assert all(s["seconds"] >= 0 and s["rows_in"] >= s["rows_out"] and not s["reused"] for s in steps.values())
+    assert steps["near_dedup"]["stats"]["confirmed_pairs"] <= steps["near_dedup"]["stats"]["candidate_pairs"]
+    assert sum(int(k) * v for k, v in steps["near_dedup"]["stats"]["cluster_sizes"].items()) >= steps["near_dedup"]["stats"]["duplicate_rows"]
+    assert set(steps["clip"]["stats"]["score_quantiles"]) == {"p05", "p25", "p50", "p75", "p95"}
+    assert steps["validate"]["stats"]["refused"] == steps["validate"]["rows_in"] - steps["validate"]["rows_out"]
+    funnel = {s["step"]: s for s in json.loads((cli_output / "_funnel.json").read_text())["steps"]}
+    assert all(funnel[name]["in"] == s["rows_in"] and funnel[name]["out"] == s["rows_out"] for name, s in steps.items())
+    card = (cli_output / "card" / "README.md").read_text()
+    assert "## Steps" in card and "candidate_pairs: " in card and "score_quantiles.p50: " in card
 
 
 def test_funnel_balances(cli_output):

@@ -1,6 +1,6 @@
 """The Spark side of rendering: sample indices in, contract rows (plus ``_reject``) out.
 
-``render_frame(spark, count, cfg, partitions, backgrounds)`` makes ``spark.range(count)`` and
+``render_plan(spark, count, cfg, partitions, backgrounds)`` plans ``spark.range(count)`` and
 renders every index inside ``mapInArrow``; partitions render in parallel. Fonts are discovered
 once on the driver and the same sorted list goes to every task; glyph coverage and loaded fonts
 are cached per Python worker. A sample no font can draw becomes a rejected row with a reason.
@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Iterator
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -83,18 +83,6 @@ class _Renderer:
                 rows.extend(render_rows(int(index), self.cfg, pool, self.backgrounds))
             if rows:
                 yield pa.RecordBatch.from_pylist(rows, schema=OUT_SCHEMA)
-
-
-def render_frame(
-    spark: SparkSession,
-    count: int,
-    cfg: RenderConfig,
-    partitions: int | None = None,
-    backgrounds: list[bytes] | None = None,
-    faces: list[fontlib.Face] | None = None,
-) -> DataFrame:
-    """A frame of contract rows plus `_reject` for samples 0..count-1."""
-    return render_plan(spark, count, cfg, partitions, backgrounds, faces).frame()
 
 
 def render_plan(

@@ -30,7 +30,6 @@ before and after each run; compare only runs made side by side on one machine.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform

@@ -4,7 +4,6 @@ with edited copies, a union-find for ground truth (imported by the test modules;
 from __future__ import annotations
 
 import io
-import json
 import random
 from pathlib import Path
 

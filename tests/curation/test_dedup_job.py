@@ -101,7 +101,7 @@ def test_kept_shards_are_the_input_shards_without_their_rejects_whatever_the_spl
     rejected rows: one per input shard, rows in input order, the same bytes for any number of input
     splits; its rejects and funnel equal those of the general writer given the same marks (texts
     read through the JVM there)."""
-    from curation.dedup import NearTextDedupConfig, near_dedup_text
+    from curation.dedup import NearTextDedupConfig
     from curation.writer import write_output
 
     texts = planted_corpus(32, "en", n_bases=20, n_singles=20)

@@ -7,7 +7,9 @@ step's result, and record what each step did.
 1. The input rows are written once to the work folder (`base`): whole rows, Parquet with
    byte-bounded row groups, each row then named by its `_row` key (file number and row index).
    A job whose input already is Parquet shards passes their files instead (`base_files`).
-2. Each enabled step gets the current frame, base rows with the marks so far, and returns it
+   Leading row steps (`curation.steps.RowStep`: validation) run inside that pass, on each row
+   before it is written, so every row is read and its images decoded once.
+2. Each other enabled step gets the current frame, base rows with the marks so far, and returns it
    marked. Its result is persisted under a key that hashes its input's key and its config: the
    marks (`_row`, `_reject` and the columns steps `write`, for the rows they touched: narrow) or,
    for a step that rewrites rows, the rows themselves (a new base). The next step's frame is the
@@ -22,7 +24,6 @@ progress (curation.progress).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -66,96 +67,111 @@ def run_steps(
     log=None,
 ) -> PipelineResult:
     """Run `steps` over `source` (a frame of contract rows, marked or not, or source plans whose
-    readers then run in the tasks that write the rows: curation.sources.SourcePlan) or over the Parquet
-    `base_files` (rows as they are; `base_schema`, when known, spares reading every footer); see
-    the module doc."""
-    log = log or _log
+    readers then run in the tasks that write the rows: curation.sources.SourcePlan) or over the
+    Parquet `base_files` (rows as they are; `base_schema`, when known, spares reading every footer);
+    see the module doc."""
     started = time.perf_counter()
-    for step in steps:
-        if step.enabled:
-            step.preflight()
     steps = [step for step in steps if step.enabled]
-    fused: list[RowStep] = []
+    for step in steps:
+        step.preflight()  # missing weights or files: an error now, before any work
+    run = _Run(spark, work, log or _log, list(sources))
     if base_files:
-        files, rows, base_record = list(base_files), None, {"files": len(base_files), "materialised": False}
-        reader = spark.read.schema(base_schema) if base_schema is not None else spark.read
-        base = with_row_key(with_reject_column(reader.parquet(*files)), files, ROW)
-        base_rejected: dict[str, int] = {}  # rows as they are: none refused yet
+        run.open_files(list(base_files), base_schema, input_key)
+        fused: list[RowStep] = []
     else:
-        # Leading row steps (validation) run inside the pass that writes the rows: read and decode once.
-        while len(fused) < len(steps) and isinstance(steps[len(fused)], RowStep):
-            fused.append(steps[len(fused)])
-        base_key = hash_key(input_key, [(step.name, step.cache_key()) for step in fused])
-        base, files, rows, base_record = _materialise(spark, source, work, base_key, fused, log)
-        base_rejected = base_record["rejected_by_step"]
-        input_key = base_key
-    reader_rows = bound_memory(spark, parquet_files.bytes_per_row(files))
-    jvm = spark.sparkContext._jvm
-    spark_info = {
-        "master": spark.sparkContext.master,
-        "driver_heap_mb": int(jvm.java.lang.Runtime.getRuntime().maxMemory()) // 2**20,
-        "reader_batch_rows": reader_rows,
-        "arrow_batch_bytes": spark.conf.get("spark.sql.execution.arrow.maxBytesPerBatch"),
-    }
-    if rows is None:
-        rows = base.count()
-    frame, key, written = base, input_key, []
-    marks: DataFrame | None = None
-    records, names = [], list(sources)
-    kept = rows - sum(n for name, n in base_rejected.items() if name not in {step.name for step in fused})
-    for step in fused:  # their work was done in the materialising pass
-        rows_out = kept - base_rejected.get(step.name, 0)
-        done = base_record["row_steps"].get(step.name, {})
-        refused = base_record["refused_by_reason"].get(step.name, {})
-        records.append({
-            "step": step.name, "seconds": done.get("seconds", 0.0), "reused": base_record["reused"],
-            "computed_seconds": done.get("seconds"), "rows_in": kept, "rows_out": rows_out,
-            "stats": {"in_pass": "with the sources' materialisation (seconds: summed over its tasks)",
-                      "refused": sum(refused.values()), "refused_by_reason": refused,
-                      **{k: v for k, v in done.items() if k != "seconds"}},
-        })
-        log(f"{step.name}: {rows_out:,} rows kept of {kept:,} (checked while the rows were written)")
-        kept = rows_out
-        names.append(step.name)
+        fused = _leading_row_steps(steps)  # validation runs while the rows are written: one decode
+        run.materialise(source, input_key, fused)
     for step in steps[len(fused):]:
-        step.context = StepContext(work=work, input_key=key, base_files=files)
-        key = hash_key(key, step.name, step.cache_key())
+        run.step(step)
+    return PipelineResult(run.frame, run.names, run.records, run.files, run.rows, time.perf_counter() - started,
+                          run.base_record, run.spark_info)
+
+
+def _leading_row_steps(steps: Sequence[Step]) -> list[RowStep]:
+    fused: list[RowStep] = []
+    while len(fused) < len(steps) and isinstance(steps[len(fused)], RowStep):
+        fused.append(steps[len(fused)])
+    return fused
+
+
+class _Run:
+    """The state of one pipeline run: the base rows, the marks so far, the records."""
+
+    def __init__(self, spark: SparkSession, work: WorkFolder, log, names: list[str]):
+        self.spark, self.work, self.log, self.names = spark, work, log, names
+        self.records: list[dict] = []
+        self.written: list[str] = []  # columns the steps so far set (carried in their marks)
+
+    def open_files(self, files: list[str], schema, key: str) -> None:
+        """The rows are these Parquet files as they are (none refused yet)."""
+        reader = self.spark.read.schema(schema) if schema is not None else self.spark.read
+        self._set_base(with_row_key(with_reject_column(reader.parquet(*files)), files, ROW), files, None, key)
+        self.base_record = {"files": len(files), "materialised": False}
+        self.rows = self.base.count() if self.rows is None else self.rows
+        self.kept = self.rows
+
+    def materialise(self, source, key: str, fused: list[RowStep]) -> None:
+        key = hash_key(key, [(step.name, step.cache_key()) for step in fused])
+        base, files, rows, self.base_record = _materialise(self.spark, source, self.work, key, fused, self.log)
+        self._set_base(base, files, rows, key)
+        rejected = self.base_record["rejected_by_step"]
+        self.kept = rows - sum(n for name, n in rejected.items() if name not in {step.name for step in fused})
+        for step in fused:  # their work was done in the materialising pass
+            rows_out = self.kept - rejected.get(step.name, 0)
+            done = self.base_record["row_steps"].get(step.name, {})
+            refused = self.base_record["refused_by_reason"].get(step.name, {})
+            stats = {"in_pass": "with the sources' materialisation (seconds: summed over its tasks)",
+                     "refused": sum(refused.values()), "refused_by_reason": refused,
+                     **{k: v for k, v in done.items() if k != "seconds"}}
+            self._record(step, done.get("seconds", 0.0), self.base_record["reused"], done.get("seconds"), rows_out, stats)
+            self.log(f"{step.name}: {rows_out:,} rows kept of {self.kept:,} (checked while the rows were written)")
+            self.kept = rows_out
+
+    def _set_base(self, base: DataFrame, files: list[str], rows: int | None, key: str) -> None:
+        self.base, self.frame, self.files, self.rows, self.key = base, base, files, rows, key
+        self.written = []
+        reader_rows = bound_memory(self.spark, parquet_files.bytes_per_row(files))
+        self.spark_info = {
+            "master": self.spark.sparkContext.master,
+            "driver_heap_mb": int(self.spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()) // 2**20,
+            "reader_batch_rows": reader_rows,
+            "arrow_batch_bytes": self.spark.conf.get("spark.sql.execution.arrow.maxBytesPerBatch"),
+        }
+
+    def step(self, step: Step) -> None:
+        """Run `step` (or find its persisted result), then join its marks back."""
+        step.context = StepContext(work=self.work, input_key=self.key, base_files=self.files)
+        self.key = hash_key(self.key, step.name, step.cache_key())
         step.stats = {}
-        record = work.find(step.name, key)
         t0 = time.perf_counter()
+        record = self.work.find(step.name, self.key)
         reused = record is not None
         if record is None:
-            log(f"{step.name}: {kept:,} rows in")
-            with track(spark, step.name, kept, log):
-                out = step(frame)
+            self.log(f"{step.name}: {self.kept:,} rows in")
+            with track(self.spark, step.name, self.kept, self.log):
+                out = step(self.frame)
                 if step.writes == ALL_COLUMNS:  # the step rewrote rows: they become the new base
-                    record = work.write_rows(step.name, key, out, {"stats": step.stats})
+                    record = self.work.write_rows(step.name, self.key, out, {"stats": step.stats})
                 else:
-                    written = sorted(set(written) | set(step.writes))
-                    record = work.write_frame(step.name, key, _changes(out, written), {"stats": step.stats, "written": written})
-            record = work.annotate(step.name, key, {"seconds": round(time.perf_counter() - t0, 3)})
+                    written = sorted(set(self.written) | set(step.writes))
+                    marks = _changes(out, written)
+                    record = self.work.write_frame(step.name, self.key, marks, {"stats": step.stats, "written": written})
+            record = self.work.annotate(step.name, self.key, {"seconds": round(time.perf_counter() - t0, 3)})
         if step.writes == ALL_COLUMNS:
-            files, rows = record["files"], record["rows"]
-            base = work.read_rows(spark, record)
-            frame, marks, written = base, None, []
+            self._set_base(self.work.read_rows(self.spark, record), record["files"], record["rows"], self.key)
         else:
-            written = record.get("written", written)
-            marks = work.read_frame(spark, record)
-            frame = _apply(base, marks, written, record["rows"])
-        rows_out = rows - record.get("rejected", 0)
-        records.append({
-            "step": step.name,
-            "seconds": record.get("seconds", 0.0) if not reused else round(time.perf_counter() - t0, 3),
-            "reused": reused,
-            "computed_seconds": record.get("seconds"),
-            "rows_in": kept,
-            "rows_out": rows_out,
-            "stats": record.get("stats") or {},
-        })
-        log(f"{step.name}: {rows_out:,} rows kept of {kept:,}" + (" (reused)" if reused else f" in {record['seconds']:.1f}s"))
-        kept = rows_out
-        names.append(step.name)
-    return PipelineResult(frame, names, records, files, rows, time.perf_counter() - started, base_record, spark_info)
+            self.written = record.get("written", self.written)
+            self.frame = _apply(self.base, self.work.read_frame(self.spark, record), self.written, record["rows"])
+        rows_out = self.rows - record.get("rejected", 0)
+        seconds = round(time.perf_counter() - t0, 3) if reused else record.get("seconds", 0.0)
+        self._record(step, seconds, reused, record.get("seconds"), rows_out, record.get("stats") or {})
+        self.log(f"{step.name}: {rows_out:,} rows kept of {self.kept:,}" + (" (reused)" if reused else f" in {seconds:.1f}s"))
+        self.kept = rows_out
+
+    def _record(self, step: Step, seconds: float, reused: bool, computed: float | None, rows_out: int, stats: dict) -> None:
+        self.records.append({"step": step.name, "seconds": seconds, "reused": reused, "computed_seconds": computed,
+                             "rows_in": self.kept, "rows_out": rows_out, "stats": stats})
+        self.names.append(step.name)
 
 
 def _materialise(spark, source, work: WorkFolder, key: str, row_steps: list, log):
@@ -225,9 +241,3 @@ def _apply(base: DataFrame, marks: DataFrame, written: Sequence[str], rows: int)
 
 def _log(message: str) -> None:
     print(f"[keyeforge] {message}", file=sys.stderr, flush=True)
-
-
-def save_stats(path, job: str, result: PipelineResult, extra: dict | None = None) -> dict:
-    stats = {"job": job, **result.stats, **(extra or {})}
-    path.write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str) + "\n")
-    return stats

@@ -17,9 +17,11 @@ and no chat markers, closed by `<|endoftext|>`.
 Labels (-100 = no loss): loss on assistant text (+ its `<|im_end|>`) and document text (+ its
 `<|endoftext|>`); never on system/user turns, role headers, or vision tokens.
 
-Thinking modes (`think_mode` of the row): `think` appends " /think" to the last user turn,
-`no_think` appends " /no_think" and gives replies without a think block an empty
-`<think>\\n\\n</think>\\n\\n`; `auto_think`/`agentic`/None leave the text as it is. As Qwen3's
+Thinking modes (`think_mode` of the row): the last user turn ends with the mode's switch
+(" /think", " /no_think", " /auto_think", " /agentic_think"; rows carry the mode, not the switch);
+`no_think` gives replies without a think block an empty `<think>\\n\\n</think>\\n\\n`. In agentic
+replies, what the sandbox printed (`<sandbox_output>...</sandbox_output>`, tags included) takes no
+loss: the model wrote the code, not its output. As Qwen3's
 template does, assistant replies before the last user turn lose their `<think>` blocks.
 """
 
@@ -53,6 +55,27 @@ from curation.schema import (
     smart_resize,
 )
 from training.losses import IGNORE_INDEX
+
+# The switch each thinking mode's last user turn ends with (Keye-VL's case studies).
+SWITCHES = {"think": " /think", "no_think": " /no_think", "auto_think": " /auto_think", "agentic": " /agentic_think"}
+SANDBOX_OUTPUT_OPEN, SANDBOX_OUTPUT_CLOSE = "<sandbox_output>", "</sandbox_output>"
+_SANDBOX_OUTPUT = re.compile(re.escape(SANDBOX_OUTPUT_OPEN) + r".*?" + re.escape(SANDBOX_OUTPUT_CLOSE), re.S)
+
+
+def split_sandbox_output(text: str) -> list[tuple[str, bool]]:
+    """`text` cut into (piece, is sandbox output) in order; the pieces join back to `text`. An
+    opening tag without its closing tag runs to the end (the output was cut off)."""
+    pieces, start = [], 0
+    for found in _SANDBOX_OUTPUT.finditer(text):
+        pieces += [(text[start : found.start()], False), (found.group(0), True)]
+        start = found.end()
+    rest = text[start:]
+    if SANDBOX_OUTPUT_OPEN in rest:
+        cut = rest.index(SANDBOX_OUTPUT_OPEN)
+        pieces += [(rest[:cut], False), (rest[cut:], True)]
+    else:
+        pieces.append((rest, False))
+    return [(piece, flag) for piece, flag in pieces if piece]
 from training.model.rope import get_rope_index
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -283,8 +306,8 @@ class KeyeProcessor:
         mode = row.get("think_mode")
         user_turns = [i for i, m in enumerate(messages) if m["role"] == "user"]
         last_user = user_turns[-1] if user_turns else -1
-        if mode in ("think", "no_think") and last_user >= 0:
-            switch = " /think" if mode == "think" else " /no_think"
+        if mode in SWITCHES and last_user >= 0:
+            switch = SWITCHES[mode]
             parts = messages[last_user]["content"]
             texts = [p for p in parts if p["type"] == "text"]
             if texts:
@@ -333,7 +356,10 @@ class KeyeProcessor:
             if role != "document":
                 add(self._encode(f"<|im_start|>{role}\n"), False)
             for part in msg["content"]:
-                if part["type"] == "text":
+                if part["type"] == "text" and learn and SANDBOX_OUTPUT_OPEN in (part["text"] or ""):
+                    for text, is_output in split_sandbox_output(part["text"]):
+                        add(self._encode(text), not is_output)
+                elif part["type"] == "text":
                     add(self._encode(part["text"] or ""), learn)
                 elif part["type"] == "image":
                     patches, grid = self.process_image(row["images"][part["index"]])

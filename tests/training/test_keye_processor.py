@@ -78,10 +78,35 @@ def test_thinking_switches(processor):
     single = processor(schema.make_row("t", "text", base[:2], think_mode="think"))
     assert _learned_text(processor, single) == "<think>\nadd\n</think>\n\n4<|im_end|>"
     auto = processor(schema.make_row("t", "text", base[:2], think_mode="auto_think"))
-    assert "2+2?<|im_end|>" in processor.tokenizer.decode(auto.input_ids)  # no switch appended
+    assert "2+2? /auto_think<|im_end|>" in processor.tokenizer.decode(auto.input_ids)
+    agentic = processor(schema.make_row("t", "text", base[:2], think_mode="agentic"))
+    assert "2+2? /agentic_think<|im_end|>" in processor.tokenizer.decode(agentic.input_ids)
+    plain = processor(schema.make_row("t", "text", base[:2]))
+    assert "2+2?<|im_end|>" in processor.tokenizer.decode(plain.input_ids)  # no mode: no switch
     prompt = processor(schema.make_row("t", "text", base[:1], think_mode="no_think"), add_generation_prompt=True)
     assert processor.tokenizer.decode(prompt.input_ids).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert (prompt.labels == IGNORE_INDEX).all()
+
+
+def test_sandbox_output_takes_no_loss(processor):
+    reply = ("<think>\nZoom in.\n<code>```python\nprint(2 + 2)\n```</code>\n<sandbox_output>4\n</sandbox_output>\n"
+             "It printed 4.\n</think>\n<answer>4</answer>")
+    row = schema.make_row("t", "vqa", [m("user", "2+2?"), m("assistant", reply)], think_mode="agentic")
+    sample = processor(row)
+    learned = _learned_text(processor, sample)
+    assert "<sandbox_output>" not in learned and "4\n</sandbox_output>" not in learned
+    assert learned == reply.replace("<sandbox_output>4\n</sandbox_output>", "") + "<|im_end|>"
+    # every token is still in the input, in order
+    assert processor.tokenizer.decode(sample.input_ids).count("<sandbox_output>4\n</sandbox_output>") == 1
+
+
+def test_split_sandbox_output_keeps_every_piece():
+    from training.processor import split_sandbox_output
+
+    text = "a<sandbox_output>x</sandbox_output>b<sandbox_output>y</sandbox_output><sandbox_output>cut"
+    pieces = split_sandbox_output(text)
+    assert "".join(p for p, _ in pieces) == text
+    assert [p for p, out in pieces if out] == ["<sandbox_output>x</sandbox_output>", "<sandbox_output>y</sandbox_output>", "<sandbox_output>cut"]
 
 
 def test_patches_are_normalised_row_major_blocks(processor):

@@ -19,9 +19,10 @@ The result holds stdout and stderr (each cut at ``max_output_bytes``, the cut re
 code (128 + N when killed by signal N), whether the timeout hit, and ``files``: every file the code
 created or changed in its working folder, by relative path (inputs it left alone are not
 returned). ``ok`` is exit 0 within the time; otherwise ``reason`` says why in a word: ``timeout``,
-``memory``, ``processes``, ``disk``, ``killed``, ``signal_N`` or ``exit_N`` (``memory`` and
-``processes`` are read from the error Python printed last: MemoryError, or BlockingIOError when a
-fork or thread hit the process cap).
+``memory``, ``processes``, ``disk``, ``killed``, ``signal_N`` or ``exit_N`` (``memory``,
+``processes`` and ``disk`` are also read from the error Python printed last: MemoryError;
+BlockingIOError when a fork or thread hit the process cap; errno 27 or 28 when a file or /tmp
+hit its cap).
 
 The same code and files give the same stdout: the environment is fixed (hash seed, UTC, C.UTF-8,
 one BLAS thread, hostname ``sandbox``) and nothing of the caller's is passed on.
@@ -409,6 +410,7 @@ def _collect_outputs(workdir: Path, inputs: dict[str, bytes], max_bytes: int) ->
 
 _MEMORY_ERROR = re.compile(r"^([\w.]+\.)?_?\w*MemoryError\b")
 _PROCESS_CAP_ERROR = re.compile(r"^BlockingIOError: \[Errno 11\]|can't start new thread")
+_DISK_CAP_ERROR = re.compile(r"\[Errno (27|28)\]")  # EFBIG: a file over the cap; ENOSPC: /tmp full
 
 
 def _reason(exit_code: int, timed_out: bool, disk_exceeded: bool, stderr: str) -> str:
@@ -423,6 +425,8 @@ def _reason(exit_code: int, timed_out: bool, disk_exceeded: bool, stderr: str) -
         return "memory"
     if _PROCESS_CAP_ERROR.search(last_line):
         return "processes"
+    if _DISK_CAP_ERROR.search(last_line):
+        return "disk"
     if exit_code == 128 + signal.SIGXCPU:
         return "timeout"
     if exit_code == 128 + signal.SIGKILL:

@@ -269,8 +269,11 @@ def start_bwrap(limits: Limits, script_dir: Path, workdir: Path) -> Launched:
     command = bwrap_command(limits, script_dir, workdir, as_root=as_root, info_fd=info_write,
                             block_fd=block_read, status_fd=status_write)
     try:
+        # bwrap gets no environment of ours: its init stays PID 1 of the sandbox, and a process's
+        # initial environment stays readable in /proc/PID/environ whatever --clearenv does.
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, pass_fds=fds_for_bwrap, start_new_session=True)
+                                   stderr=subprocess.PIPE, pass_fds=fds_for_bwrap, start_new_session=True,
+                                   env={"PATH": "/usr/bin:/bin"})
     except BaseException:
         for fd in (status_read, status_write, info_read, info_write, block_read, block_write):
             if fd >= 0:

@@ -28,6 +28,7 @@ from urllib.parse import SplitResult, urlsplit
 from synthesis.model_client.backend import Call, Choice, Reply
 from synthesis.model_client.config import ClientConfig
 from synthesis.model_client.content import RequestError, openai_messages
+from synthesis.model_client.records import CLIENT_ERROR
 from synthesis.model_client.retry import Backoff, CallError, bad_response, connection_error, http_error, timeout_error, with_retries
 
 SNIPPET = 300  # characters of a server's error body kept in a detail
@@ -127,6 +128,12 @@ class OpenAIBackend:
     # --- one call: body, retries, parse -----------------------------------------------------------
 
     def _run_one(self, call: Call) -> Reply | CallError:
+        try:
+            return self._send(call)
+        except Exception as exc:  # noqa: BLE001 - one request's surprise must not end the whole batch
+            return CallError(CLIENT_ERROR, self._scrub(f"{type(exc).__name__}: {exc}"))
+
+    def _send(self, call: Call) -> Reply | CallError:
         try:
             payload = json.dumps(request_body(self.cfg, call), ensure_ascii=False).encode("utf-8")
         except RequestError as exc:

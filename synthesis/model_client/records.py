@@ -31,6 +31,7 @@ SCHEMA_VIOLATION = "schema_violation"  # a reply was JSON that breaks the schema
 PROMPT_TOO_LONG = "prompt_too_long"  # transformers backend: the prompt leaves no room for max_tokens
 IMAGES_UNSUPPORTED = "images_unsupported"  # transformers backend: a text-only model was given images
 GENERATION_ERROR = "generation_error"  # transformers backend: generate raised for this request
+CLIENT_ERROR = "client_error"  # an unexpected error inside the client for this request (a bug to report)
 
 
 @dataclass

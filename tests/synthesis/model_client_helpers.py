@@ -31,6 +31,8 @@ class ScriptedServer:
         self.scripts = dict(scripts or {})
         self.requests: list[dict] = []
         self._used: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests the server held at once
         self._lock = threading.Lock()
         server = self
 
@@ -72,6 +74,8 @@ class ScriptedServer:
             steps = self.scripts.get(name) or [("reply", [f"echo: {text}"])]
             used = self._used.get(name, 0)
             self._used[name] = used + 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
         step = steps[min(used, len(steps) - 1)]
         kind = step[0]
         try:
@@ -91,6 +95,9 @@ class ScriptedServer:
                 self._send(handler, 200, completion(body, step[1]))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout): nothing to answer
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     def _send(self, handler, status: int, payload: dict, headers: dict | None = None) -> None:
         self._send_bytes(handler, status, json.dumps(payload).encode(), "application/json", headers)

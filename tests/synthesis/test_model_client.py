@@ -156,6 +156,14 @@ def test_api_key_never_reaches_an_error(monkeypatch):
     assert "sk-do-not-leak" not in repr(client.backend) and "sk-do-not-leak" not in json.dumps(client.cfg.__dict__)
 
 
+def test_concurrency_limit():
+    with ScriptedServer({"slow": [("sleep", 0.25)]}) as server, ModelClient(config(server, concurrency=2)) as client:
+        start = time.monotonic()
+        done = client.chat([ask(str(i), "script:slow") for i in range(6)])
+        took = time.monotonic() - start
+    assert all(c.ok for c in done) and server.max_in_flight == 2 and took >= 3 * 0.25
+
+
 def test_random_dispatch_over_endpoints():
     with ScriptedServer() as a, ScriptedServer() as b:
         cfg = ClientConfig(base_urls=[a.url, b.url], model="m", concurrency=4)
@@ -231,6 +239,17 @@ def test_bad_requests_are_rejected_before_sending():
     assert [c.error for c in done] == ["bad_request"] * 5 + ["bad_image", None]
     assert "image index 1" in done[0].detail and "role 'tool'" in done[1].detail and "bogus" in done[2].detail
     assert len(server.requests) == 1  # only the good one was sent
+
+
+def test_example_config_loads_and_checks():
+    from curation.config import ConfigError, load
+    from synthesis.model_client import check_config
+
+    cfg = load(ClientConfig, ["--config", str(ROOT / "configs" / "model_client.yaml"), "n=4", "base_urls=http://h1:8000/v1,http://h2:8000/v1"])
+    check_config(cfg)
+    assert cfg.n == 4 and len(cfg.base_urls) == 2 and cfg.response_schema["required"] == ["score", "reason"]
+    with pytest.raises(ConfigError, match="vllm_extra_body"):
+        load(ClientConfig, ["structured_outputs=guided_json"])
 
 
 def test_config_errors_stop_before_any_request(tmp_path):
@@ -331,7 +350,7 @@ def test_transformers_backend_batches_seeds_and_logprobs(tiny_qwen):
     assert all(c.ok for c in first) and [c.texts for c in first] == [c.texts for c in second]  # seeded batches repeat
     for done in first:
         assert len(done.texts) == 2 and all(t.strip() for t in done.texts)
-        assert [len(lp) for lp in done.logprobs] == [len(x) for x in done.logprobs] and all(len(lp) <= 6 for lp in done.logprobs)
+        assert ["".join(tok["token"] for tok in lp) for lp in done.logprobs] == done.texts  # one entry per generated token
         assert all(len(tok["top_logprobs"]) == 3 and tok["logprob"] <= 0 for lp in done.logprobs for tok in lp)
         assert done.usage["completion_tokens"] > 0 and done.usage["prompt_tokens"] > 0 and done.finish_reasons[0] in ("stop", "length")
     assert greedy.ok and greedy.logprobs is None
@@ -366,10 +385,11 @@ def test_chat_frame_in_spark(spark):
     rows = [("a", "script:ok first"), ("b", "script:down second"), ("c", "BREAK"), ("d", "script:ok fourth")]
     df = spark.createDataFrame(rows, "id string, text string").repartition(2)
 
+    # Defined here, using only importable names: Spark's workers unpickle them without this module.
     def to_request(row):
         if row["text"] == "BREAK":
             raise ValueError("no text to send")
-        return ask(row["id"], row["text"])
+        return ChatRequest(row["id"], [{"role": "user", "content": [{"type": "text", "text": row["text"]}]}])
 
     def from_completion(row, completion):
         if completion.ok:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from model_client_helpers import ScriptedServer, save_tiny_keye, save_tiny_qwen3
+from model_client_helpers import ScriptedServer, save_tiny_keye, save_tiny_qwen2_vl, save_tiny_qwen3
 from PIL import Image
 
 from synthesis.model_client import ChatRequest, ClientConfig, ClientConfigError, ModelClient, chat_frame, client_for, reject_of
@@ -363,6 +363,18 @@ def test_transformers_backend_rejects_what_it_cannot_answer(tiny_qwen):
         json_reply, too_long = client.chat([ask("j", "rate it as JSON"), ask("long", "word " * 3000)])
     assert json_reply.error in ("malformed_json", "empty_reply") and json_reply.attempts == 2  # a random model writes no JSON
     assert too_long.error == "prompt_too_long"
+
+
+def test_transformers_vision_model_batches_images_and_text(tmp_path):
+    folder = save_tiny_qwen2_vl(tmp_path / "tiny_qwen2_vl")
+    cfg = ClientConfig(backend="transformers", model_path=str(folder), max_tokens=5, temperature=0.0, batch_size=4)
+    with ModelClient(cfg) as client:
+        mixed = client.chat([ask("img", "What is this?", [png(size=(64, 48))]), ask("txt", "What is this?"), ask("two", "Compare.", [png(), png((0, 0, 255))])])
+        alone = client.chat([ask("img", "What is this?", [png(size=(64, 48))])])[0]
+    assert all(c.ok and len(c.texts) == 1 and c.texts[0].strip() for c in mixed)
+    image, text, two = (c.usage["prompt_tokens"] for c in mixed)
+    assert image > text and two > text  # the processor expanded each image into its tokens
+    assert alone.texts == mixed[0].texts  # greedy: the same answer alone as in a left-padded batch
 
 
 def test_keye_export_answers_about_an_image(tmp_path):

@@ -3,11 +3,12 @@ TaskGalaxy, recaptioning, RL judge rewards).
 
     from synthesis.model_client import ClientConfig, ChatRequest, ModelClient
 
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
     cfg = ClientConfig(base_urls=["http://127.0.0.1:8000/v1"], model="Qwen/Qwen2.5-VL-7B-Instruct", n=4,
-                       response_schema={"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]})
+                       response_schema=schema)
+    question = [{"type": "image", "index": 0}, {"type": "text", "text": "Rate this image 1-10 as JSON."}]
     with ModelClient(cfg) as client:
-        [done] = client.chat([ChatRequest("row-1", [{"role": "user", "content": [
-            {"type": "image", "index": 0}, {"type": "text", "text": "Rate this image 1-10 as JSON."}]}], images=[png_bytes])])
+        [done] = client.chat([ChatRequest("row-1", [{"role": "user", "content": question}], images=[png_bytes])])
         if done.ok: scores = [p["score"] for p in done.parsed]
         else: reject(done.error, done.detail)     # e.g. http_429_exhausted, timeout, schema_violation
 

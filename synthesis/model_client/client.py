@@ -127,7 +127,9 @@ class ModelClient:
 
         unknown = sorted(set(overrides) - set(OVERRIDABLE))
         if unknown:
-            raise RequestError(BAD_REQUEST, f"overrides {', '.join(unknown)} cannot be set per request (only {', '.join(OVERRIDABLE)})")
+            raise RequestError(
+                BAD_REQUEST, f"overrides {', '.join(unknown)} cannot be set per request (only {', '.join(OVERRIDABLE)})"
+            )
         hints = typing.get_type_hints(ClientConfig)
         values = {name: getattr(self.cfg, name) for name in OVERRIDABLE}
         try:
@@ -145,7 +147,7 @@ class ModelClient:
 
     def _absorb(self, item: _Pending, reply: Reply | CallError, results: list) -> bool:
         """Take one backend answer into `item`; True when the request is finished (result set)."""
-        request, n = item.request, item.params["n"]
+        n = item.params["n"]
         if isinstance(reply, CallError):
             item.attempts += reply.attempts
             self.counts["retries"] += max(0, reply.attempts - 1)

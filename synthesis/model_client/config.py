@@ -17,7 +17,17 @@ from synthesis.model_client.schema_check import SchemaError, check_schema
 
 # Request `overrides` may change these per request (everything that is a sampling parameter or
 # the reply's schema); endpoints, timeouts and the backend are the client's, never a request's.
-OVERRIDABLE = ("n", "temperature", "top_p", "seed", "max_tokens", "logprobs", "top_logprobs", "response_schema", "extra_body")
+OVERRIDABLE = (
+    "n",
+    "temperature",
+    "top_p",
+    "seed",
+    "max_tokens",
+    "logprobs",
+    "top_logprobs",
+    "response_schema",
+    "extra_body",
+)
 
 
 class ClientConfigError(ValueError):
@@ -42,7 +52,9 @@ class ClientConfig:
     structured_outputs: Literal["response_format", "vllm_extra_body"] = "response_format"
     # OpenAI's newer models want max_completion_tokens; vLLM and SGLang read both.
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
-    extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request body (top_k, chat_template_kwargs, ...)
+    extra_body: dict[str, Any] = field(
+        default_factory=dict
+    )  # merged into every request body (top_k, chat_template_kwargs, ...)
 
     # --- sampling (any of these may be overridden per request) ---------------------------------
     n: int = 1

@@ -72,10 +72,14 @@ def checked_messages(messages: list[dict], n_images: int) -> list[dict]:
             elif kind == "image":
                 index = part.get("index")
                 if index is None or not 0 <= int(index) < n_images:
-                    raise RequestError(BAD_REQUEST, f"message {i} part {j}: image index {index!r} outside the {n_images} images")
+                    raise RequestError(
+                        BAD_REQUEST, f"message {i} part {j}: image index {index!r} outside the {n_images} images"
+                    )
                 parts.append({"type": "image", "index": int(index)})
             else:
-                raise RequestError(BAD_REQUEST, f"message {i} part {j}: part type {kind!r} is not supported (text, image)")
+                raise RequestError(
+                    BAD_REQUEST, f"message {i} part {j}: part type {kind!r} is not supported (text, image)"
+                )
         out.append({"role": role, "content": parts})
     return out
 
@@ -100,7 +104,9 @@ def openai_messages(messages: list[dict], images: list[bytes]) -> list[dict]:
                 data = bytes(images[index])
                 mime = image_mime(data)
                 if mime is None:
-                    raise RequestError(BAD_IMAGE, f"image {index}: not JPEG, PNG, WebP, GIF or BMP (first bytes {data[:8].hex()})")
+                    raise RequestError(
+                        BAD_IMAGE, f"image {index}: not JPEG, PNG, WebP, GIF or BMP (first bytes {data[:8].hex()})"
+                    )
                 urls[index] = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
             converted.append({"type": "image_url", "image_url": {"url": urls[index]}})
         out.append({"role": message["role"], "content": converted})

@@ -129,7 +129,9 @@ def choices_from_tokens(
                 entry = {"token": tokenizer.decode([token]), "logprob": float(scores[token]), "top_logprobs": []}
                 if top_logprobs:
                     values, indices = scores.topk(top_logprobs)
-                    entry["top_logprobs"] = [{"token": tokenizer.decode([int(j)]), "logprob": float(v)} for v, j in zip(values, indices)]
+                    entry["top_logprobs"] = [
+                        {"token": tokenizer.decode([int(j)]), "logprob": float(v)} for v, j in zip(values, indices)
+                    ]
                 logprobs.append(entry)
         choices.append(
             Choice(
@@ -168,14 +170,20 @@ class ChatModelRunner:
             processor = AutoProcessor.from_pretrained(path, trust_remote_code=remote)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a text-only folder may have no processor at all
-        self.vision = processor is not None and hasattr(processor, "image_processor") and hasattr(processor, "tokenizer")
+        self.vision = (
+            processor is not None and hasattr(processor, "image_processor") and hasattr(processor, "tokenizer")
+        )
         self.processor = processor if self.vision else None
-        self.tokenizer = processor.tokenizer if self.vision else AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
+        self.tokenizer = (
+            processor.tokenizer if self.vision else AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
+        )
         self.tokenizer.padding_side = "left"  # generation continues every row at the same right edge
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if not getattr(self.processor or self.tokenizer, "chat_template", None):
-            raise ClientConfigError(f"model client: {path} has no chat template (tokenizer_config.json or chat_template.jinja)")
+            raise ClientConfigError(
+                f"model client: {path} has no chat template (tokenizer_config.json or chat_template.jinja)"
+            )
         cls = AutoModelForImageTextToText if self.vision else AutoModelForCausalLM
         self.model = cls.from_pretrained(path, dtype=dtype, trust_remote_code=remote).to(device).eval()
         self.device = device
@@ -185,19 +193,32 @@ class ChatModelRunner:
 
     def refuse(self, call: Call) -> CallError | None:
         if has_images(call.messages) and not self.vision:
-            return CallError(IMAGES_UNSUPPORTED, f"{type(self.model).__name__} is a text-only model; the request has images")
+            return CallError(
+                IMAGES_UNSUPPORTED, f"{type(self.model).__name__} is a text-only model; the request has images"
+            )
         if self.max_positions and not self.vision:
             length = len(self.tokenizer(self._prompt(call), add_special_tokens=False)["input_ids"])
             if length + call.params["max_tokens"] > self.max_positions:
-                return CallError(PROMPT_TOO_LONG, f"{length} prompt tokens + max_tokens {call.params['max_tokens']} > {self.max_positions} positions")
+                return CallError(
+                    PROMPT_TOO_LONG,
+                    f"{length} prompt tokens + max_tokens {call.params['max_tokens']} > {self.max_positions} positions",
+                )
         return None
 
     def _prompt(self, call: Call) -> str:
         kwargs = (call.params.get("extra_body") or {}).get("chat_template_kwargs") or {}
         if not self.vision:
-            return self.tokenizer.apply_chat_template(text_only_messages(call.messages), add_generation_prompt=True, tokenize=False, **kwargs)
+            return self.tokenizer.apply_chat_template(
+                text_only_messages(call.messages), add_generation_prompt=True, tokenize=False, **kwargs
+            )
         messages = [
-            {"role": m["role"], "content": [{"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]} for p in m["content"]]}
+            {
+                "role": m["role"],
+                "content": [
+                    {"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]}
+                    for p in m["content"]
+                ],
+            }
             for m in call.messages
         ]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
@@ -208,7 +229,13 @@ class ChatModelRunner:
         params = calls[0].params
         prompts = [self._prompt(call) for call in calls]
         if self.vision:
-            images = [open_image(call.images[p["index"]]) for call in calls for m in call.messages for p in m["content"] if p["type"] == "image"]
+            images = [
+                open_image(call.images[p["index"]])
+                for call in calls
+                for m in call.messages
+                for p in m["content"]
+                if p["type"] == "image"
+            ]
             inputs = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
         else:
             inputs = self.tokenizer(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
@@ -224,7 +251,13 @@ class ChatModelRunner:
         for i in range(len(calls)):
             rows = slice(i * n, (i + 1) * n)
             logits = [step[rows] for step in out.logits] if params["logprobs"] else None
-            choices, used = choices_from_tokens(self.tokenizer, out.sequences[rows, prompt_len:], self.eos_ids, logits, params["top_logprobs"])
-            usage = {"prompt_tokens": int(prompt_tokens[i]), "completion_tokens": used, "total_tokens": int(prompt_tokens[i]) + used}
+            choices, used = choices_from_tokens(
+                self.tokenizer, out.sequences[rows, prompt_len:], self.eos_ids, logits, params["top_logprobs"]
+            )
+            usage = {
+                "prompt_tokens": int(prompt_tokens[i]),
+                "completion_tokens": used,
+                "total_tokens": int(prompt_tokens[i]) + used,
+            }
             replies.append(Reply(choices, usage))
         return replies

@@ -29,7 +29,15 @@ from synthesis.model_client.backend import Call, Choice, Reply
 from synthesis.model_client.config import ClientConfig
 from synthesis.model_client.content import RequestError, openai_messages
 from synthesis.model_client.records import CLIENT_ERROR
-from synthesis.model_client.retry import Backoff, CallError, bad_response, connection_error, http_error, timeout_error, with_retries
+from synthesis.model_client.retry import (
+    Backoff,
+    CallError,
+    bad_response,
+    connection_error,
+    http_error,
+    timeout_error,
+    with_retries,
+)
 
 SNIPPET = 300  # characters of a server's error body kept in a detail
 # Errors of a keep-alive connection the server closed while idle: resent once at once on a fresh
@@ -155,7 +163,11 @@ class OpenAIBackend:
         endpoint = self._rng.choice(self._endpoints)
         where = f"{endpoint.hostname}:{endpoint.port or (443 if endpoint.scheme == 'https' else 80)}"
         path = endpoint.path.rstrip("/") + "/chat/completions"
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "keyeforge-model-client"}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": "keyeforge-model-client",
+        }
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
         for fresh_try in (False, True):
@@ -180,7 +192,9 @@ class OpenAIBackend:
             self._drop(endpoint)
         text = data.decode("utf-8", errors="replace")
         if response.status != 200:
-            raise http_error(response.status, f"{where}: {response.status} {_snippet(text)}", dict(response.getheaders()))
+            raise http_error(
+                response.status, f"{where}: {response.status} {_snippet(text)}", dict(response.getheaders())
+            )
         try:
             body = json.loads(text)
         except ValueError:

@@ -39,7 +39,10 @@ class KeyeRunner:
 
         params = calls[0].params
         n = params["n"]
-        samples = [self.processor.process({"messages": c.messages, "images": list(c.images)}, add_generation_prompt=True) for c in calls]
+        samples = [
+            self.processor.process({"messages": c.messages, "images": list(c.images)}, add_generation_prompt=True)
+            for c in calls
+        ]
         width = max(len(s.input_ids) for s in samples)
         pad = self.processor.endoftext_id
         ids = torch.full((len(samples), width), pad, dtype=torch.long)
@@ -50,7 +53,11 @@ class KeyeRunner:
         has_pixels = any(s.pixel_values is not None for s in samples)
         # n sequences per prompt: each sample repeated n times (rows i*n .. i*n+n-1), images too
         ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
-        pixel_values = torch.cat([s.pixel_values for s in samples for _ in range(n) if s.pixel_values is not None]) if has_pixels else None
+        pixel_values = (
+            torch.cat([s.pixel_values for s in samples for _ in range(n) if s.pixel_values is not None])
+            if has_pixels
+            else None
+        )
         grids = torch.cat([s.image_grid_thw for s in samples for _ in range(n)]) if has_pixels else None
         generator = None
         if params["seed"] is not None:
@@ -74,5 +81,7 @@ class KeyeRunner:
             rows = sequences[i * n : (i + 1) * n, width:]
             choices, used = choices_from_tokens(self.tokenizer, rows, self.eos_ids)
             prompt = len(sample.input_ids)
-            replies.append(Reply(choices, {"prompt_tokens": prompt, "completion_tokens": used, "total_tokens": prompt + used}))
+            replies.append(
+                Reply(choices, {"prompt_tokens": prompt, "completion_tokens": used, "total_tokens": prompt + used})
+            )
         return replies

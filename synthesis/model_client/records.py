@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Reason codes of a failed Completion (Completion.error).
-BAD_REQUEST = "bad_request"  # the request itself cannot be sent: unknown role or part, image index out of range, bad override
+BAD_REQUEST = (
+    "bad_request"  # the request itself cannot be sent: unknown role or part, image index out of range, bad override
+)
 BAD_IMAGE = "bad_image"  # image bytes of a format no server reads (not JPEG/PNG/WebP/GIF/BMP)
 TIMEOUT = "timeout"  # every attempt timed out (retried max_retries times)
 CONNECTION_ERROR = "connection_error"  # every attempt failed to connect or lost the connection
@@ -54,7 +56,9 @@ class Completion:
     # Per text, the chosen tokens as [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]
     # when logprobs were asked for, else None.
     logprobs: list[list[dict]] | None = None
-    usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens, total_tokens over every attempt and re-ask
+    usage: dict = field(
+        default_factory=dict
+    )  # prompt_tokens, completion_tokens, total_tokens over every attempt and re-ask
     cached: bool = False
     parsed: list[Any] | None = None  # per text, its JSON value when a response schema is set
     finish_reasons: list[str] = field(default_factory=list)  # per text: stop, length, ...

@@ -27,7 +27,14 @@ T = TypeVar("T")
 class CallError(Exception):
     """One failed attempt: a reason code, a detail for people, and whether trying again can help."""
 
-    def __init__(self, code: str, detail: str, retryable: bool = False, retry_after: float | None = None, status: int | None = None):
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
@@ -121,7 +128,8 @@ def with_retries(
                 raise
             wait = backoff.delay(made - 1, exc.retry_after)
             if exc.retry_after is not None and exc.retry_after > backoff.max_s:
-                exc.detail = f"server asked to wait {exc.retry_after:.0f} s (Retry-After), more than backoff_max_s={backoff.max_s:g}; {exc.detail}"
+                asked = f"server asked to wait {exc.retry_after:.0f} s (Retry-After)"
+                exc.detail = f"{asked}, more than backoff_max_s={backoff.max_s:g}; {exc.detail}"
                 exc.attempts = made
                 raise
             sleep(wait)

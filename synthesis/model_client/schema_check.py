@@ -15,15 +15,50 @@ from typing import Any
 
 # Keywords that constrain a value; each is checked by `_violation`.
 CHECKED = {
-    "type", "enum", "const", "properties", "required", "additionalProperties", "items", "prefixItems",
-    "minItems", "maxItems", "uniqueItems", "minLength", "maxLength", "pattern", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "anyOf", "oneOf", "allOf", "not", "$ref",
-    "minProperties", "maxProperties",
+    "type",
+    "enum",
+    "const",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "not",
+    "$ref",
+    "minProperties",
+    "maxProperties",
 }
 # Keywords that annotate and never constrain (format is an annotation by default in JSON Schema).
 ANNOTATIONS = {
-    "$schema", "$id", "$comment", "$defs", "definitions", "title", "description", "default", "examples",
-    "format", "deprecated", "readOnly", "writeOnly", "contentMediaType", "contentEncoding",
+    "$schema",
+    "$id",
+    "$comment",
+    "$defs",
+    "definitions",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "format",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "contentMediaType",
+    "contentEncoding",
 }
 TYPES = {"string", "number", "integer", "boolean", "null", "object", "array"}
 SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
@@ -88,7 +123,9 @@ def _type_ok(value: Any, kind: str) -> bool:
     if kind == "boolean":
         return isinstance(value, bool)
     if kind == "integer":
-        return not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+        return not isinstance(value, bool) and (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        )
     if kind == "number":
         return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
     if kind == "string":
@@ -173,7 +210,7 @@ def _array(value: Any, schema: dict, root: Any, where: str, depth: int) -> str |
         return f"{where}: fewer than {schema['minItems']} items"
     if "maxItems" in schema and len(value) > schema["maxItems"]:
         return f"{where}: more than {schema['maxItems']} items"
-    if schema.get("uniqueItems") and any(_equal(a, b) for i, a in enumerate(value) for b in value[i + 1:]):
+    if schema.get("uniqueItems") and any(_equal(a, b) for i, a in enumerate(value) for b in value[i + 1 :]):
         return f"{where}: items are not unique"
     prefix = schema.get("prefixItems") or []
     for i, item in enumerate(value):

@@ -1,6 +1,7 @@
 """chat_frame: model calls over a Spark DataFrame, in mapInPandas, one client per Python worker.
 
-    out = chat_frame(df, cfg, to_request, from_completion, "id string, caption string, _reject struct<step:string,reason:string,detail:string>")
+    schema = "id string, caption string, _reject struct<step:string,reason:string,detail:string>"
+    out = chat_frame(df, cfg, to_request, from_completion, schema)
 
   * to_request(row: dict) -> ChatRequest: one request per input row (row values as plain Python:
     lists, dicts, bytes). If it raises, the row's completion is a `bad_request` failure carrying
@@ -19,6 +20,7 @@ model) is built once per Python worker by `client_for` and reused by every task 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -73,7 +75,9 @@ def _complete(client, rows: list[dict], to_request) -> list[Completion]:
             requests.append(to_request(row))
             where.append(i)
         except Exception as exc:  # noqa: BLE001 - a row that cannot become a request is rejected, not fatal
-            completions[i] = Completion(str(row.get("id", i)), error=BAD_REQUEST, detail=f"to_request: {type(exc).__name__}: {exc}")
+            completions[i] = Completion(
+                str(row.get("id", i)), error=BAD_REQUEST, detail=f"to_request: {type(exc).__name__}: {exc}"
+            )
     for i, completion in zip(where, client.chat(requests)):
         completions[i] = completion
     return completions  # type: ignore[return-value]
@@ -89,6 +93,6 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, float) and value != value:  # NaN from a null numeric cell
+    if isinstance(value, float) and math.isnan(value):  # NaN from a null numeric cell
         return None
     return value

@@ -118,7 +118,11 @@ def user_texts(body: dict) -> list[str]:
     for message in body.get("messages") or []:
         if message.get("role") == "user":
             content = message.get("content")
-            texts.append(content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text"))
+            texts.append(
+                content
+                if isinstance(content, str)
+                else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+            )
     return texts
 
 
@@ -137,7 +141,12 @@ def completion(body: dict, texts: list[str]) -> dict:
             top = int(body.get("top_logprobs") or 0)
             choice["logprobs"] = {
                 "content": [
-                    {"token": w, "logprob": -0.5, "bytes": list(w.encode()), "top_logprobs": [{"token": w, "logprob": -0.5}] * top}
+                    {
+                        "token": w,
+                        "logprob": -0.5,
+                        "bytes": list(w.encode()),
+                        "top_logprobs": [{"token": w, "logprob": -0.5}] * top,
+                    }
                     for w in text.split()
                 ]
             }
@@ -220,14 +229,32 @@ def save_tiny_qwen2_vl(folder: Path, seed: int = 0) -> Path:
     )
 
     tokenizer = AutoTokenizer.from_pretrained(str(qwen_tokenizer_folder()))
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>")}
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t)
+        for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_end|>")
+    }
     config = Qwen2VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=2048, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
             eos_token_id=ids["<|im_end|>"],
         ),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        vision_config=dict(
+            depth=1,
+            embed_dim=32,
+            hidden_size=64,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        ),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],

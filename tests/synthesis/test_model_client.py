@@ -15,7 +15,15 @@ import pytest
 from model_client_helpers import ScriptedServer, save_tiny_keye, save_tiny_qwen2_vl, save_tiny_qwen3
 from PIL import Image
 
-from synthesis.model_client import ChatRequest, ClientConfig, ClientConfigError, ModelClient, chat_frame, client_for, reject_of
+from synthesis.model_client import (
+    ChatRequest,
+    ClientConfig,
+    ClientConfigError,
+    ModelClient,
+    chat_frame,
+    client_for,
+    reject_of,
+)
 from synthesis.model_client.retry import parse_retry_after
 from synthesis.model_client.schema_check import SchemaError, check_schema, first_violation
 
@@ -40,7 +48,15 @@ def ask(request_id: str, text: str, images: list[bytes] = (), **overrides) -> Ch
 
 
 def config(server: ScriptedServer, **kw) -> ClientConfig:
-    base = dict(base_urls=[server.url], model="scripted", timeout_s=2.0, max_retries=2, backoff_s=0.01, backoff_max_s=5.0, concurrency=4)
+    base = dict(
+        base_urls=[server.url],
+        model="scripted",
+        timeout_s=2.0,
+        max_retries=2,
+        backoff_s=0.01,
+        backoff_max_s=5.0,
+        concurrency=4,
+    )
     return ClientConfig(**{**base, **kw})
 
 
@@ -50,21 +66,47 @@ def config(server: ScriptedServer, **kw) -> ClientConfig:
 def test_request_body_images_key_and_reply(monkeypatch):
     monkeypatch.setenv("KF_TEST_KEY", "sk-secret-123")
     image = png()
-    with ScriptedServer() as server, ModelClient(config(server, api_key_env="KF_TEST_KEY", seed=7, temperature=0.3, max_tokens=64)) as client:
-        [done] = client.chat([ChatRequest("r1", [
-            {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
-            {"role": "user", "content": [{"type": "image", "index": 0, "text": None}, {"type": "text", "text": "What is this?", "index": None}]},
-        ], [image])])
+    with (
+        ScriptedServer() as server,
+        ModelClient(config(server, api_key_env="KF_TEST_KEY", seed=7, temperature=0.3, max_tokens=64)) as client,
+    ):
+        [done] = client.chat(
+            [
+                ChatRequest(
+                    "r1",
+                    [
+                        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image", "index": 0, "text": None},
+                                {"type": "text", "text": "What is this?", "index": None},
+                            ],
+                        },
+                    ],
+                    [image],
+                )
+            ]
+        )
     assert done.ok and done.texts == ["echo: What is this?"] and done.attempts == 1
     assert done.usage == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
     [sent] = server.requests
     assert sent["path"] == "/v1/chat/completions"
     assert sent["headers"]["Authorization"] == "Bearer sk-secret-123"
     body = sent["body"]
-    assert (body["model"], body["n"], body["temperature"], body["seed"], body["max_tokens"]) == ("scripted", 1, 0.3, 7, 64)
+    assert (body["model"], body["n"], body["temperature"], body["seed"], body["max_tokens"]) == (
+        "scripted",
+        1,
+        0.3,
+        7,
+        64,
+    )
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}
     image_part, text_part = body["messages"][1]["content"]
-    assert image_part == {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(image).decode()}}
+    assert image_part == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(image).decode()},
+    }
     assert text_part == {"type": "text", "text": "What is this?"}
     assert "response_format" not in body and "logprobs" not in body
 
@@ -79,13 +121,18 @@ def test_no_key_no_authorization_header(monkeypatch):
 def test_structured_output_modes_and_extra_body():
     reply = [("reply", ['{"score": 3, "why": "ok"}'])]
     with ScriptedServer({"s": reply}) as server:
-        with ModelClient(config(server, response_schema=SCORE, extra_body={"top_k": 20}, max_tokens_field="max_completion_tokens")) as client:
+        with ModelClient(
+            config(server, response_schema=SCORE, extra_body={"top_k": 20}, max_tokens_field="max_completion_tokens")
+        ) as client:
             [done] = client.chat([ask("a", "script:s rate")])
         with ModelClient(config(server, response_schema=SCORE, structured_outputs="vllm_extra_body")) as client:
             client.chat([ask("b", "script:s rate again")])
     assert done.parsed == [{"score": 3, "why": "ok"}]
     first, second = server.bodies("s")
-    assert first["response_format"] == {"type": "json_schema", "json_schema": {"name": "reply", "schema": SCORE, "strict": True}}
+    assert first["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "reply", "schema": SCORE, "strict": True},
+    }
     assert first["top_k"] == 20 and first["max_completion_tokens"] == 1024 and "max_tokens" not in first
     assert second["structured_outputs"] == {"json": SCORE} and "response_format" not in second
 
@@ -105,7 +152,10 @@ def test_429_waits_for_retry_after_then_succeeds():
 
 
 def test_429_exhausted_and_retry_after_beyond_the_cap_are_counted_rejects():
-    scripts = {"busy": [("status", 429, {"retry-after-ms": "20"})], "closed": [("status", 503, {"Retry-After": "3600"})]}
+    scripts = {
+        "busy": [("status", 429, {"retry-after-ms": "20"})],
+        "closed": [("status", 503, {"Retry-After": "3600"})],
+    }
     with ScriptedServer(scripts) as server, ModelClient(config(server)) as client:
         busy, closed = client.chat([ask("a", "script:busy x"), ask("b", "script:closed y")])
     assert (busy.error, busy.attempts) == ("http_429_exhausted", 3) and "3 attempts" in busy.detail
@@ -115,7 +165,11 @@ def test_429_exhausted_and_retry_after_beyond_the_cap_are_counted_rejects():
 
 
 def test_500_is_retried_and_400_is_not():
-    scripts = {"flaky": [("status", 500), ("reply", ["recovered"])], "down": [("status", 500)], "bad": [("status", 400)]}
+    scripts = {
+        "flaky": [("status", 500), ("reply", ["recovered"])],
+        "down": [("status", 500)],
+        "bad": [("status", 400)],
+    }
     with ScriptedServer(scripts) as server, ModelClient(config(server)) as client:
         flaky, down, bad = client.chat([ask("a", "script:flaky"), ask("b", "script:down"), ask("c", "script:bad")])
     assert flaky.ok and flaky.texts == ["recovered"] and flaky.attempts == 2
@@ -140,7 +194,10 @@ def test_connection_refused_is_a_reject():
 
 
 def test_malformed_body_is_retried_then_rejected():
-    scripts = {"garbled_once": [("raw", b"<html>proxy error"), ("reply", ["ok now"])], "garbled": [("raw", b'{"no": "choices"}')]}
+    scripts = {
+        "garbled_once": [("raw", b"<html>proxy error"), ("reply", ["ok now"])],
+        "garbled": [("raw", b'{"no": "choices"}')],
+    }
     with ScriptedServer(scripts) as server, ModelClient(config(server)) as client:
         once, always = client.chat([ask("a", "script:garbled_once"), ask("b", "script:garbled")])
     assert once.ok and once.texts == ["ok now"]
@@ -185,7 +242,10 @@ def test_empty_reply_is_never_an_answer():
 
 
 def test_malformed_json_is_reasked_with_the_reason():
-    scripts = {"fix": [("reply", ["score: 7"]), ("reply", ['```json\n{"score": 7, "why": "sharp"}\n```'])], "never": [("reply", ["nope"])]}
+    scripts = {
+        "fix": [("reply", ["score: 7"]), ("reply", ['```json\n{"score": 7, "why": "sharp"}\n```'])],
+        "never": [("reply", ["nope"])],
+    }
     with ScriptedServer(scripts) as server, ModelClient(config(server, response_schema=SCORE, seed=5)) as client:
         fixed, never = client.chat([ask("a", "script:fix rate"), ask("b", "script:never rate")])
     assert fixed.ok and fixed.parsed == [{"score": 7, "why": "sharp"}]
@@ -199,7 +259,10 @@ def test_malformed_json_is_reasked_with_the_reason():
 
 def test_schema_violation_is_a_counted_reject():
     bad = [("reply", ['{"score": "high", "why": "x"}'])]
-    with ScriptedServer({"bad": bad}) as server, ModelClient(config(server, response_schema=SCORE, schema_reasks=1)) as client:
+    with (
+        ScriptedServer({"bad": bad}) as server,
+        ModelClient(config(server, response_schema=SCORE, schema_reasks=1)) as client,
+    ):
         [done] = client.chat([ask("a", "script:bad rate")])
     assert done.error == "schema_violation" and "$.score: expected integer" in done.detail
     assert len(server.bodies("bad")) == 2 and client.counts == {"schema_violation": 1, "reasks": 1, "retries": 0}
@@ -212,7 +275,11 @@ def test_n_choices_reask_only_the_missing_ones_and_carry_logprobs():
     assert done.ok and done.texts == ["one two", "three", "four"]
     assert [b["n"] for b in server.bodies("three")] == [3, 1]
     assert [len(lp) for lp in done.logprobs] == [2, 1, 1]
-    assert done.logprobs[0][0] == {"token": "one", "logprob": -0.5, "top_logprobs": [{"token": "one", "logprob": -0.5}] * 2}
+    assert done.logprobs[0][0] == {
+        "token": "one",
+        "logprob": -0.5,
+        "top_logprobs": [{"token": "one", "logprob": -0.5}] * 2,
+    }
     assert done.usage["completion_tokens"] == 15 + 5
 
 
@@ -227,15 +294,17 @@ def test_server_ignoring_n_is_missing_choices():
 
 def test_bad_requests_are_rejected_before_sending():
     with ScriptedServer() as server, ModelClient(config(server)) as client:
-        done = client.chat([
-            ChatRequest("idx", [{"role": "user", "content": [{"type": "image", "index": 1}]}], [png()]),
-            ChatRequest("role", [{"role": "tool", "content": [{"type": "text", "text": "x"}]}]),
-            ask("override", "x", bogus=1),
-            ask("n", "x", n="many"),
-            ask("schema", "x", response_schema={"type": "object", "if": {}}),
-            ask("format", "x", images=[b"not an image at all"]),
-            ask("fine", "x"),
-        ])
+        done = client.chat(
+            [
+                ChatRequest("idx", [{"role": "user", "content": [{"type": "image", "index": 1}]}], [png()]),
+                ChatRequest("role", [{"role": "tool", "content": [{"type": "text", "text": "x"}]}]),
+                ask("override", "x", bogus=1),
+                ask("n", "x", n="many"),
+                ask("schema", "x", response_schema={"type": "object", "if": {}}),
+                ask("format", "x", images=[b"not an image at all"]),
+                ask("fine", "x"),
+            ]
+        )
     assert [c.error for c in done] == ["bad_request"] * 5 + ["bad_image", None]
     assert "image index 1" in done[0].detail and "role 'tool'" in done[1].detail and "bogus" in done[2].detail
     assert len(server.requests) == 1  # only the good one was sent
@@ -245,7 +314,15 @@ def test_example_config_loads_and_checks():
     from curation.config import ConfigError, load
     from synthesis.model_client import check_config
 
-    cfg = load(ClientConfig, ["--config", str(ROOT / "configs" / "model_client.yaml"), "n=4", "base_urls=http://h1:8000/v1,http://h2:8000/v1"])
+    cfg = load(
+        ClientConfig,
+        [
+            "--config",
+            str(ROOT / "configs" / "model_client.yaml"),
+            "n=4",
+            "base_urls=http://h1:8000/v1,http://h2:8000/v1",
+        ],
+    )
     check_config(cfg)
     assert cfg.n == 4 and len(cfg.base_urls) == 2 and cfg.response_schema["required"] == ["score", "reason"]
     with pytest.raises(ConfigError, match="vllm_extra_body"):
@@ -318,7 +395,9 @@ def test_schema_subset():
     assert first_violation(["a", "b"], refs) is None and "not one of" in first_violation(["c"], refs)
     assert "fewer than 1" in first_violation([], refs)
     either = {"anyOf": [{"type": "string", "pattern": "^[0-9]+$"}, {"type": "null"}]}
-    assert first_violation("42", either) is None and first_violation(None, either) is None and first_violation("x", either)
+    assert (
+        first_violation("42", either) is None and first_violation(None, either) is None and first_violation("x", either)
+    )
     with pytest.raises(SchemaError, match="does not resolve"):
         check_schema({"$ref": "#/$defs/missing"})
     with pytest.raises(SchemaError, match="only local"):
@@ -340,7 +419,17 @@ def tiny_qwen(tmp_path_factory):
 
 
 def test_transformers_backend_batches_seeds_and_logprobs(tiny_qwen):
-    cfg = ClientConfig(backend="transformers", model_path=str(tiny_qwen), batch_size=2, max_tokens=6, temperature=0.8, seed=3, n=2, logprobs=True, top_logprobs=3)
+    cfg = ClientConfig(
+        backend="transformers",
+        model_path=str(tiny_qwen),
+        batch_size=2,
+        max_tokens=6,
+        temperature=0.8,
+        seed=3,
+        n=2,
+        logprobs=True,
+        top_logprobs=3,
+    )
     requests = [ask(f"r{i}", f"question {i}") for i in range(3)]
     with ModelClient(cfg) as client:
         first = client.chat(requests)
@@ -350,18 +439,33 @@ def test_transformers_backend_batches_seeds_and_logprobs(tiny_qwen):
     assert all(c.ok for c in first) and [c.texts for c in first] == [c.texts for c in second]  # seeded batches repeat
     for done in first:
         assert len(done.texts) == 2 and all(t.strip() for t in done.texts)
-        assert ["".join(tok["token"] for tok in lp) for lp in done.logprobs] == done.texts  # one entry per generated token
+        assert [
+            "".join(tok["token"] for tok in lp) for lp in done.logprobs
+        ] == done.texts  # one entry per generated token
         assert all(len(tok["top_logprobs"]) == 3 and tok["logprob"] <= 0 for lp in done.logprobs for tok in lp)
-        assert done.usage["completion_tokens"] > 0 and done.usage["prompt_tokens"] > 0 and done.finish_reasons[0] in ("stop", "length")
+        assert (
+            done.usage["completion_tokens"] > 0
+            and done.usage["prompt_tokens"] > 0
+            and done.finish_reasons[0] in ("stop", "length")
+        )
     assert greedy.ok and greedy.logprobs is None
     assert picture.error == "images_unsupported"
 
 
 def test_transformers_backend_rejects_what_it_cannot_answer(tiny_qwen):
-    cfg = ClientConfig(backend="transformers", model_path=str(tiny_qwen), max_tokens=4, temperature=0.0, response_schema=SCORE, schema_reasks=1)
+    cfg = ClientConfig(
+        backend="transformers",
+        model_path=str(tiny_qwen),
+        max_tokens=4,
+        temperature=0.0,
+        response_schema=SCORE,
+        schema_reasks=1,
+    )
     with ModelClient(cfg) as client:
         json_reply, too_long = client.chat([ask("j", "rate it as JSON"), ask("long", "word " * 3000)])
-    assert json_reply.error in ("malformed_json", "empty_reply") and json_reply.attempts == 2  # a random model writes no JSON
+    assert (
+        json_reply.error in ("malformed_json", "empty_reply") and json_reply.attempts == 2
+    )  # a random model writes no JSON
     assert too_long.error == "prompt_too_long"
 
 
@@ -369,7 +473,13 @@ def test_transformers_vision_model_batches_images_and_text(tmp_path):
     folder = save_tiny_qwen2_vl(tmp_path / "tiny_qwen2_vl")
     cfg = ClientConfig(backend="transformers", model_path=str(folder), max_tokens=5, temperature=0.0, batch_size=4)
     with ModelClient(cfg) as client:
-        mixed = client.chat([ask("img", "What is this?", [png(size=(64, 48))]), ask("txt", "What is this?"), ask("two", "Compare.", [png(), png((0, 0, 255))])])
+        mixed = client.chat(
+            [
+                ask("img", "What is this?", [png(size=(64, 48))]),
+                ask("txt", "What is this?"),
+                ask("two", "Compare.", [png(), png((0, 0, 255))]),
+            ]
+        )
         alone = client.chat([ask("img", "What is this?", [png(size=(64, 48))])])[0]
     assert all(c.ok and len(c.texts) == 1 and c.texts[0].strip() for c in mixed)
     image, text, two = (c.usage["prompt_tokens"] for c in mixed)
@@ -379,7 +489,9 @@ def test_transformers_vision_model_batches_images_and_text(tmp_path):
 
 def test_keye_export_answers_about_an_image(tmp_path):
     folder = save_tiny_keye(tmp_path / "keye_export", ROOT)
-    cfg = ClientConfig(backend="transformers", model_path=str(folder), max_tokens=5, temperature=0.7, seed=1, n=2, batch_size=4)
+    cfg = ClientConfig(
+        backend="transformers", model_path=str(folder), max_tokens=5, temperature=0.7, seed=1, n=2, batch_size=4
+    )
     with ModelClient(cfg) as client:
         done = client.chat([ask("img", "Describe the picture.", [png(size=(56, 84))]), ask("txt", "Say hi.")])
         again = client.chat([ask("img", "Describe the picture.", [png(size=(56, 84))]), ask("txt", "Say hi.")])

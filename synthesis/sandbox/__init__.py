@@ -154,7 +154,7 @@ def run_python(
         # A run we killed has no exit record from bwrap; it had started the code (the setup
         # takes milliseconds, the limits seconds).
         killed = run.timed_out or run.disk_exceeded
-        if not launched.finish(killed=killed) and not killed:
+        if not launched.finish() and not killed:
             raise SandboxUnavailable(isolation.unavailable_message(run.stderr.decode(errors="replace")))
         outputs, too_much = _collect_outputs(workdir, inputs, max_disk_bytes)
     stdout = run.stdout.decode("utf-8", errors="replace")
@@ -194,7 +194,7 @@ def _trial_run() -> str | SandboxUnavailable:
             isolation.chown_for_sandbox([workdir])
             launched = isolation.start_bwrap(limits, script_dir, workdir)
             run = _supervise(launched.process, time.monotonic() + 30, 1 << 16, workdir, 1 << 20)
-            finished = launched.finish(killed=run.timed_out)
+            finished = launched.finish()
         detail = run.stderr.decode(errors="replace")
         if not finished:
             return SandboxUnavailable(isolation.unavailable_message(detail))

@@ -105,14 +105,14 @@ class Launched:
     process: subprocess.Popen
     status_fd: int | None  # bwrap's --json-status-fd, read end; None for a plain subprocess
 
-    def finish(self, killed: bool, wait_s: float = 10.0) -> bool:
+    def finish(self, wait_s: float = 10.0) -> bool:
         """After the process ended: whether bwrap got as far as starting the code (it reports an
         exit code only then). Closes the status pipe.
 
-        When we `killed` bwrap, its sandbox's PID 1 dies a moment later (parent-death signal)
-        and is then reaped by the host's init; this waits (up to `wait_s`) for that. The kernel
-        lets PID 1 go only once every process of its namespace has exited, so afterwards nothing
-        of the sandbox is left. (When bwrap ended by itself it had reaped PID 1 already.)"""
+        Also waits (up to `wait_s`) until the sandbox's PID 1 is gone. bwrap exits as soon as the
+        code's main process has; its PID 1 then dies of the parent-death signal, taking with it
+        (the kernel does that) every process left in its PID namespace. Afterwards nothing of
+        the sandbox is running."""
         if self.status_fd is None:
             return True
         chunks = []
@@ -122,7 +122,7 @@ class Launched:
         finally:
             os.close(self.status_fd)
             self.status_fd = None
-        started_code, sandbox_init = False, None
+        started_code, sandbox_init, pid_namespace = False, None, None
         for line in b"".join(chunks).decode(errors="replace").splitlines():
             try:
                 record = json.loads(line)
@@ -130,26 +130,34 @@ class Launched:
                 continue
             started_code |= "exit-code" in record
             sandbox_init = record.get("child-pid", sandbox_init)
-        if killed and sandbox_init is not None:
-            _wait_until_gone(int(sandbox_init), wait_s)
+            pid_namespace = record.get("pid-namespace", pid_namespace)
+        if sandbox_init is not None and pid_namespace is not None:
+            _wait_until_gone(int(sandbox_init), f"pid:[{pid_namespace}]", wait_s)
         return started_code
 
 
-def _wait_until_gone(pid: int, wait_s: float) -> None:
-    own_pid_namespace = os.readlink("/proc/self/ns/pid")
+def _wait_until_gone(pid: int, pid_namespace: str, wait_s: float) -> None:
+    """Wait until host process `pid`, PID 1 of `pid_namespace`, has exited (a zombie waiting
+    for the host's init to reap it counts as exited; a process that got the same number later
+    is told apart by its namespace)."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
-            if os.readlink(f"/proc/{pid}/ns/pid") == own_pid_namespace:
-                return  # a new process that got the number: ours had gone
+            if os.readlink(f"/proc/{pid}/ns/pid") != pid_namespace:
+                return
+        except (FileNotFoundError, ProcessLookupError):
+            return  # gone, or a zombie (which has no namespaces left)
+        except PermissionError:
+            pass  # cannot tell; its state below can
+        try:
             with open(f"/proc/{pid}/stat", "rb") as handle:
                 state = handle.read().rsplit(b")", 1)[1].split()[0]
         except (FileNotFoundError, ProcessLookupError, IndexError):
             return
-        if state in (b"Z", b"X"):  # exited; its namespace is empty
+        if state in (b"Z", b"X"):
             return
-        time.sleep(0.005)
-    raise RuntimeError(f"the sandbox's PID 1 (host pid {pid}) was still running {wait_s} s after it was killed")
+        time.sleep(0.002)
+    raise RuntimeError(f"the sandbox's PID 1 (host pid {pid}) was still running {wait_s} s after bwrap ended")
 
 
 def sandbox_python() -> str:
@@ -232,11 +240,15 @@ def bwrap_command(limits: Limits, script_dir: Path, workdir: Path, *, as_root: b
              # The new root is a tmpfs of its own; read-only, nothing can be stored in it (RAM).
              "--remount-ro", "/",
              "--"]
+    prelude = _autogroup_nice_command()
     if as_root:
         # Still root of the sandbox's user namespace (mapped to host root): forbid further user
         # namespaces, then become 65534 with no capabilities before anything of the code runs.
-        args += ["/bin/sh", "-c", 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', "sh",
-                 _tool("setpriv"), f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
+        prelude += "echo 0 > /proc/sys/user/max_user_namespaces && "
+    if prelude:
+        args += ["/bin/sh", "-c", prelude + 'exec "$@"', "sh"]
+    if as_root:
+        args += [_tool("setpriv"), f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
                  "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
     args += limits.prlimit_args(_tool("prlimit"))
     args += [sandbox_python(), "-s", "-B", "-u", f"{CODE_INSIDE}/{SCRIPT_NAME}"]
@@ -257,6 +269,29 @@ def maps_sandbox_user() -> bool:
     return False
 
 
+def caller_session_niceness() -> int:
+    """The nice value (0..19) of this process's scheduling group where the kernel groups
+    scheduling by session (autogroup); 0 elsewhere."""
+    try:
+        with open("/proc/self/autogroup") as handle:
+            return min(max(int(handle.read().split("nice")[1]), 0), 19)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _autogroup_nice_command() -> str:
+    """Shell that schedules the sandbox as its caller's session is scheduled. With autogroup
+    scheduling every session is a group of its own: bwrap's --new-session would put the sandbox
+    in a new group at nice 0, and a caller whose session runs niced would lose that. (Within a
+    group each process keeps its nice value, which the sandbox inherits from us anyway; between
+    groups only the group's value counts, so nice(1) alone changes nothing against other
+    sessions, for the caller and sandbox alike.)"""
+    niceness = caller_session_niceness()
+    if niceness == 0:
+        return ""
+    return f"{{ echo {niceness} > /proc/self/autogroup; }} 2>/dev/null; "
+
+
 def start_bwrap(limits: Limits, script_dir: Path, workdir: Path) -> Launched:
     as_root = maps_sandbox_user()
     status_read, status_write = os.pipe()
@@ -271,8 +306,10 @@ def start_bwrap(limits: Limits, script_dir: Path, workdir: Path) -> Launched:
     try:
         # bwrap gets no environment of ours: its init stays PID 1 of the sandbox, and a process's
         # initial environment stays readable in /proc/PID/environ whatever --clearenv does.
+        # A process group of its own (so the whole of it can be killed), not a new session (a
+        # session is a scheduling group of its own under autogroup; see _autogroup_nice_command).
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, pass_fds=fds_for_bwrap, start_new_session=True,
+                                   stderr=subprocess.PIPE, pass_fds=fds_for_bwrap, process_group=0,
                                    env={"PATH": "/usr/bin:/bin"})
     except BaseException:
         for fd in (status_read, status_write, info_read, info_write, block_read, block_write):
@@ -320,8 +357,9 @@ def start_unsafe(limits: Limits, script_dir: Path, workdir: Path, tmpdir: Path) 
                PATH=f"{Path(sandbox_python()).parent}:/usr/bin:/bin")
     command = limits.prlimit_args(_tool("prlimit")) + [sandbox_python(), "-s", "-B", "-u",
                                                         str(script_dir / SCRIPT_NAME)]
+    # Its own process group, for the kill; in our session, so it is scheduled with us.
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               cwd=workdir, env=env, start_new_session=True)
+                               cwd=workdir, env=env, process_group=0)
     return Launched(process, None)
 
 

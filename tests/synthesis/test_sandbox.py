@@ -32,7 +32,7 @@ import pytest
 from PIL import Image
 
 from synthesis.sandbox import SandboxResult, SandboxUnavailable, check_sandbox, run_python
-from synthesis.sandbox.isolation import SANDBOX_UID, python_roots
+from synthesis.sandbox.isolation import SANDBOX_UID, caller_session_niceness, python_roots
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,6 +115,20 @@ def test_same_code_and_files_give_the_same_stdout():
     assert first.ok, first
     assert first.stdout == second.stdout
     assert "sandbox" in first.stdout and "/sandbox" in first.stdout
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroup scheduling in this kernel")
+def test_the_sandbox_is_scheduled_like_its_callers_session():
+    # bwrap's --new-session makes a new scheduling group (autogroup), at nice 0 unless told: a
+    # caller whose session runs niced must not get a sandbox that is not. A child process puts
+    # its own session at nice 5 and runs the sandbox from there.
+    script = ("import os\nos.setsid()\nopen('/proc/self/autogroup', 'w').write('5')\n"
+              "from synthesis.sandbox import run_python\n"
+              "print(run_python(\"print(open('/proc/self/autogroup').read().split()[-1])\").stdout, end='')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "5\n"
+    assert caller_session_niceness() == int(Path("/proc/self/autogroup").read_text().split()[-1])
 
 
 def test_a_secret_file_outside_cannot_be_read(tmp_path, monkeypatch):

@@ -392,7 +392,7 @@ def bwrap_version() -> str:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise SandboxUnavailable(_missing_bwrap_message())
-    done = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30)
+    done = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30, check=False)
     if done.returncode != 0:
         raise SandboxUnavailable(unavailable_message(f"`bwrap --version` failed: {done.stderr}"))
     return done.stdout.strip()

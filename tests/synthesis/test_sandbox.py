@@ -98,7 +98,12 @@ def test_changed_inputs_and_new_folders_are_returned(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.txt").write_bytes(b"a")
     (tmp_path / "b.txt").write_bytes(b"b")
-    code = "open('b.txt', 'a').write('!')\nimport os\nos.makedirs('out/deep')\nopen('out/deep/c.bin', 'wb').write(bytes(3))\n"
+    code = textwrap.dedent("""
+        import os
+        open("b.txt", "a").write("!")
+        os.makedirs("out/deep")
+        open("out/deep/c.bin", "wb").write(bytes(3))
+    """)
     result = run_python(code, files=tmp_path)
     assert result.ok, result
     assert result.files == {"b.txt": b"b!", "out/deep/c.bin": bytes(3)}
@@ -125,7 +130,8 @@ def test_the_sandbox_is_scheduled_like_its_callers_session():
     script = ("import os\nos.setsid()\nopen('/proc/self/autogroup', 'w').write('5')\n"
               "from synthesis.sandbox import run_python\n"
               "print(run_python(\"print(open('/proc/self/autogroup').read().split()[-1])\").stdout, end='')")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "5\n"
     assert caller_session_niceness() == int(Path("/proc/self/autogroup").read_text().split()[-1])
@@ -322,7 +328,15 @@ def test_a_2_gib_allocation_fails_fast_and_the_machine_recovers():
 
 def test_an_infinite_loop_is_killed_at_the_timeout_with_its_children():
     marker = f"sandbox-loop-{uuid.uuid4().hex}"
-    body = "import os\nfor _ in range(3):\n    if os.fork() == 0:\n        break\nprint('looping', flush=True)\nwhile True:\n    pass\n"
+    body = textwrap.dedent("""
+        import os
+        for _ in range(3):
+            if os.fork() == 0:
+                break
+        print("looping", flush=True)
+        while True:
+            pass
+    """)
     started = time.monotonic()
     result = run_python(spawn_marked(marker, body), timeout_s=2)
     elapsed = time.monotonic() - started
@@ -400,7 +414,12 @@ def test_the_working_folder_is_capped():
 def test_symlinks_the_code_leaves_are_not_followed(tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("host secret")
-    code = f"import os\nos.symlink({str(secret)!r}, 'link.txt')\nos.symlink('/etc', 'etc_link')\nopen('real.txt', 'w').write('ok')"
+    code = textwrap.dedent(f"""
+        import os
+        os.symlink({str(secret)!r}, "link.txt")
+        os.symlink("/etc", "etc_link")
+        open("real.txt", "w").write("ok")
+    """)
     result = run_python(code)
     assert result.ok, result
     assert result.files == {"real.txt": b"ok"}
@@ -408,8 +427,8 @@ def test_symlinks_the_code_leaves_are_not_followed(tmp_path):
 
 def test_runs_from_several_threads_stay_apart():
     def run(index: int) -> SandboxResult:
-        return run_python("import os\nprint(open('in.txt').read(), sorted(os.listdir('.')))\nopen('out.txt', 'w').write('done')",
-                          files={"in.txt": str(index).encode()}, timeout_s=30)
+        code = "import os\nprint(open('in.txt').read(), sorted(os.listdir('.')))\nopen('out.txt', 'w').write('done')"
+        return run_python(code, files={"in.txt": str(index).encode()}, timeout_s=30)
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, range(8)))
@@ -429,7 +448,7 @@ def test_without_bubblewrap_it_refuses_naming_the_unsafe_setting(tmp_path):
     # A fresh process whose PATH has no bwrap: the check fails with an error, never a silent run.
     script = "from synthesis.sandbox import run_python\nrun_python('print(1)')"
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PATH": str(tmp_path)}, timeout=60)
+                          env={**os.environ, "PATH": str(tmp_path)}, timeout=60, check=False)
     assert done.returncode != 0
     assert "SandboxUnavailable" in done.stderr and "bubblewrap (bwrap) is not installed" in done.stderr
     assert "sandbox.mode=unsafe_subprocess" in done.stderr
@@ -442,14 +461,14 @@ def test_where_namespaces_cannot_be_made_it_refuses():
     if os.geteuid() == 0:
         outer += ["--cap-add", "CAP_SYS_RESOURCE"]  # root sets the namespace limit through this capability
     done = subprocess.run(outer + ["--", sys.executable, "-m", "synthesis.sandbox", "check"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done
     assert "bubblewrap cannot make the sandbox on this machine" in done.stderr
     assert "sandbox.mode=unsafe_subprocess" in done.stderr
 
 
 def test_unsafe_mode_runs_without_isolation_and_says_so(caplog, tmp_path):
-    import synthesis.sandbox as sandbox
+    from synthesis import sandbox
 
     sandbox._unsafe_warned = False
     readable = tmp_path / "host.txt"
@@ -473,11 +492,11 @@ def test_cli_run_prints_one_json_object(tmp_path):
     inputs.mkdir()
     (inputs / "image_0.png").write_bytes(png_bytes(np.zeros((4, 6, 3), dtype=np.uint8)))
     script = tmp_path / "rotate.py"
-    script.write_text("from PIL import Image\nim = Image.open('image_0.png')\nim.rotate(90, expand=True).save('out.png')\n"
-                      "print(im.size)\n")
+    script.write_text("from PIL import Image\nim = Image.open('image_0.png')\n"
+                      "im.rotate(90, expand=True).save('out.png')\nprint(im.size)\n")
     done = subprocess.run([sys.executable, "-m", "synthesis.sandbox", "run", str(script), "--files", str(inputs),
                            "--timeout", "20", "--memory-mb", "1024"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 1
@@ -518,7 +537,8 @@ def test_an_ordinary_user_gets_the_same_sandbox():
     script = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom synthesis.sandbox import run_python\n" \
              f"r = run_python({code!r}, max_processes=12, timeout_s=30)\nprint(r.ok, r.mode)\nprint(r.stdout, end='')"
     done = subprocess.run(["/usr/bin/python3", "-c", script], capture_output=True, text=True, timeout=120, cwd="/",
-                          user=SANDBOX_UID, group=SANDBOX_UID, extra_groups=[], env={"PATH": "/usr/bin:/bin"})
+                          check=False, user=SANDBOX_UID, group=SANDBOX_UID, extra_groups=[],
+                          env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "True bwrap"

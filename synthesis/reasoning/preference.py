@@ -50,7 +50,7 @@ def corrupted_plan(task: Task, mode: str, plan: replies.Plan, corruption: str, r
         return plan, {"rejected_answer": task.distractor}
     if corruption == "repetition":
         if plan.direct:
-            plan.answer = "\n".join([plan.answer] * rng.randint(5, 8))
+            plan.answer_times = rng.randint(5, 8)
         elif mode == "agentic":
             plan.after = looped(plan.after, rng)
         else:

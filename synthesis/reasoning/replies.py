@@ -31,6 +31,7 @@ class Plan:
     before: list[str] = field(default_factory=list)
     after: list[str] = field(default_factory=list)
     direct: bool = False  # auto_think: answer without reasoning
+    answer_times: int = 1  # the answer written this many times (a looping reply)
 
 
 def plan_of(task: Task, mode: str) -> Plan:
@@ -56,7 +57,7 @@ def think_reply(templates: ModeTemplates, steps: list[str], body: str) -> str:
 
 def write(task: Task, mode: str, templates: ModeTemplates, plan: Plan, run: AgenticRun | None = None) -> list[dict]:
     """The reply's content parts (text, and for agentic the saved images' parts)."""
-    body = templates.answer_body(plan.answer, task.answer_kind)
+    body = "\n".join([templates.answer_body(plan.answer, task.answer_kind)] * plan.answer_times)
     t = templates.tags
     if mode == "no_think":
         return [text_part(body)]

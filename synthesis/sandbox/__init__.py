@@ -10,10 +10,13 @@
 
 The code runs with this process's Python (the venv, so PIL and numpy import) in a bubblewrap
 sandbox (``isolation`` says exactly how): no network, not even the host's loopback; it sees only
-the Python installation, its own working folder (the input files copied in; the code's cwd and
-HOME) and fresh /tmp, /proc and /dev; it writes only the working folder and /tmp. It is killed at
-the timeout together with everything it started; its address space, processes (threads count),
-file sizes, working-folder size and output are capped, and nothing it started outlives the call.
+/usr (the system's libraries), the Python installation, its own working folder (the input files
+copied in; the code's cwd and HOME) and fresh /tmp, /dev/shm, /proc and /dev; it writes only the
+working folder and the in-memory /tmp and /dev/shm (64 MiB each). It is killed at the timeout
+together with everything it started, and nothing it started outlives the call. Capped: each
+process's address space (``memory_mb``; so all of a sandbox holds at most ``max_processes`` x
+``memory_mb`` plus /tmp and /dev/shm), processes + threads at once, each file and the whole
+working folder (``max_disk_mb``), and the output.
 
 The result holds stdout and stderr (each cut at ``max_output_bytes``, the cut recorded), the exit
 code (128 + N when killed by signal N), whether the timeout hit, and ``files``: every file the code

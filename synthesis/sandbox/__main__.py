@@ -1,10 +1,12 @@
-"""python -m synthesis.sandbox run FILE.py [--timeout S] [--memory-mb M] [--files DIR] [--mode MODE]
+"""python -m synthesis.sandbox run FILE.py [--timeout S] [--memory-mb M] [--max-processes N] [--files DIR]
+                                 [--mode bwrap|unsafe_subprocess]
 python -m synthesis.sandbox check
 
 ``run`` prints one JSON object: stdout, stderr, exit_code, timed_out, files (what the code
 created or changed in its working folder, path -> base64 of the bytes), and also ok, reason,
 stdout_truncated, stderr_truncated, mode and seconds. It exits 0 whenever the code ran, whatever
-the code did; 2 when the sandbox cannot be made (the message on stderr).
+the code did; 2 when the sandbox cannot be made or the script or input folder cannot be read (the
+message on stderr).
 ``check`` says whether this machine can make the sandbox.
 """
 
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                             memory_mb=args.memory_mb, max_processes=args.max_processes, mode=args.mode)
     except SandboxUnavailable as error:
         print(f"SandboxUnavailable: {error}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:  # the script or the input folder cannot be used
+        print(f"error: {error}", file=sys.stderr)
         return 2
     json.dump(result.to_json(), sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -289,7 +289,10 @@ def _autogroup_nice_command() -> str:
     niceness = caller_session_niceness()
     if niceness == 0:
         return ""
-    return f"{{ echo {niceness} > /proc/self/autogroup; }} 2>/dev/null; "
+    # The kernel takes one such change per 0.1 s machine-wide (EAGAIN otherwise): a few tries,
+    # then the sandbox runs at the default rather than not at all.
+    return (f"tries=0; until echo {niceness} > /proc/self/autogroup; do tries=$((tries + 1)); "
+            f"[ $tries -ge 6 ] && break; sleep 0.05; done 2>/dev/null; ")
 
 
 def start_bwrap(limits: Limits, script_dir: Path, workdir: Path) -> Launched:

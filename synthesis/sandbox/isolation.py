@@ -13,9 +13,12 @@ The bubblewrap sandbox:
   (no /work, /root, /home, /tmp, /etc) exists inside.
 - the code runs as uid/gid 65534 with no capabilities and no_new_privs; nested user namespaces
   are refused; rlimits (prlimit) cap its address space, processes+threads, file size and CPU.
-- lifetime: bwrap's own init is PID 1 of the sandbox's PID namespace; when the code's main
-  process ends, or when bwrap is killed (``--die-with-parent`` ties it to us), PID 1 ends and the
-  kernel kills every process left in the namespace, detached daemons included.
+- lifetime: bwrap's own init is PID 1 of the sandbox's PID namespace. bwrap exits when the
+  code's main process has (or when we kill it, or when we die: ``--die-with-parent``); PID 1,
+  tied to bwrap the same way, then dies, and with it the kernel kills every process left in the
+  namespace, detached daemons included. The caller waits for PID 1 to be gone.
+- nothing of the caller's environment reaches the sandbox (bwrap itself gets only PATH); the
+  sandbox's session is scheduled at the caller's session's nice value (autogroup).
 
 RLIMIT_NPROC exempts processes whose real uid is the host's root. So the sandboxed processes
 must not be host root:

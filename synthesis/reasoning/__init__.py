@@ -57,7 +57,22 @@ def make_task(kind: str, seed: int, lang: str) -> Task:
 
 
 __all__ = [
-    "CORRUPTIONS", "LANGS", "MODES", "SOURCE", "TASK_KINDS", "ModeTemplates", "SandboxFailed", "Task",
-    "answers_match", "check_task", "corruptions_for", "extract_answer", "format_ok", "input_files", "make_task",
-    "mode_row", "preference_row", "rl_row",
+    "CORRUPTIONS",
+    "LANGS",
+    "MODES",
+    "SOURCE",
+    "TASK_KINDS",
+    "ModeTemplates",
+    "SandboxFailed",
+    "Task",
+    "answers_match",
+    "check_task",
+    "corruptions_for",
+    "extract_answer",
+    "format_ok",
+    "input_files",
+    "make_task",
+    "mode_row",
+    "preference_row",
+    "rl_row",
 ]

@@ -44,7 +44,9 @@ def default_runner() -> Callable:
     try:
         from synthesis.sandbox import run_python
     except ImportError as exc:  # the sandbox is a separate module; say what is missing
-        raise SandboxFailed("sandbox_failed", f"no sandbox given and synthesis.sandbox is not importable: {exc}") from exc
+        raise SandboxFailed(
+            "sandbox_failed", f"no sandbox given and synthesis.sandbox is not importable: {exc}"
+        ) from exc
     return run_python
 
 
@@ -60,8 +62,10 @@ def run(task: Task, sandbox_run: Callable | None = None) -> AgenticRun:
         detail = getattr(result, "reason", "") or (getattr(result, "stderr", "") or "")[-500:]
         raise SandboxFailed("sandbox_failed", f"{task.kind} seed {task.seed}: {detail}")
     if task.agentic_expect and task.agentic_expect not in result.stdout:
-        raise SandboxFailed("sandbox_mismatch", f"{task.kind} seed {task.seed}: output lacks "
-                                                f"{task.agentic_expect!r}: {result.stdout[-500:]!r}")
+        raise SandboxFailed(
+            "sandbox_mismatch",
+            f"{task.kind} seed {task.seed}: output lacks {task.agentic_expect!r}: {result.stdout[-500:]!r}",
+        )
     saved = []
     for name in sorted(result.files or {}):
         if name in inputs or PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:

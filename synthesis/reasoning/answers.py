@@ -28,16 +28,28 @@ def default_templates() -> ModeTemplates:
 
 def _tags(templates: ModeTemplates) -> list[str]:
     t = templates.tags
-    return [t.think.open, t.think.close, t.answer.open, t.answer.close, t.analysis.open, t.analysis.close,
-            t.code.open, t.code.close, t.sandbox_output.open, t.sandbox_output.close]
+    return [
+        t.think.open,
+        t.think.close,
+        t.answer.open,
+        t.answer.close,
+        t.analysis.open,
+        t.analysis.close,
+        t.code.open,
+        t.code.close,
+        t.sandbox_output.open,
+        t.sandbox_output.close,
+    ]
 
 
 def _split_think(reply: str, templates: ModeTemplates) -> tuple[str, str] | None:
     """(reasoning, answer body) of '<think>R</think> <answer>A</answer>', each tag exactly once."""
     t = templates.tags
-    pattern = (rf"\s*{re.escape(t.think.open)}(.*?){re.escape(t.think.close)}\s*"
-               rf"{re.escape(t.answer.open)}(.*?){re.escape(t.answer.close)}\s*")
-    found = re.fullmatch(pattern, reply, re.S)
+    pattern = (
+        rf"\s*{re.escape(t.think.open)}(.*?){re.escape(t.think.close)}\s*"
+        rf"{re.escape(t.answer.open)}(.*?){re.escape(t.answer.close)}\s*"
+    )
+    found = re.fullmatch(pattern, reply, re.DOTALL)
     if not found:
         return None
     reasoning, body = found.groups()
@@ -51,11 +63,14 @@ def _split_think(reply: str, templates: ModeTemplates) -> tuple[str, str] | None
 def _code_blocks_ok(reasoning: str, templates: ModeTemplates) -> bool:
     """At least one <code>…</code>, each followed by one <sandbox_output>…</sandbox_output>."""
     t = templates.tags
-    pattern = (rf"{re.escape(t.code.open)}(?:(?!{re.escape(t.code.open)}).)*?{re.escape(t.code.close)}\s*"
-               rf"{re.escape(t.sandbox_output.open)}.*?{re.escape(t.sandbox_output.close)}")
-    blocks = re.findall(pattern, reasoning, re.S)
-    return bool(blocks) and len(blocks) == reasoning.count(t.code.open) == reasoning.count(t.code.close) \
-        == reasoning.count(t.sandbox_output.open) == reasoning.count(t.sandbox_output.close)
+    pattern = (
+        rf"{re.escape(t.code.open)}(?:(?!{re.escape(t.code.open)}).)*?{re.escape(t.code.close)}\s*"
+        rf"{re.escape(t.sandbox_output.open)}.*?{re.escape(t.sandbox_output.close)}"
+    )
+    blocks = re.findall(pattern, reasoning, re.DOTALL)
+    return bool(blocks) and len(blocks) == reasoning.count(t.code.open) == reasoning.count(
+        t.code.close
+    ) == reasoning.count(t.sandbox_output.open) == reasoning.count(t.sandbox_output.close)
 
 
 def _direct_body(reply: str, templates: ModeTemplates) -> str | None:
@@ -80,7 +95,7 @@ def _body(reply: str, mode: str, templates: ModeTemplates) -> str | None:
         return body
     if mode == "auto_think":
         a = templates.tags.analysis
-        found = re.fullmatch(rf"\s*{re.escape(a.open)}(.*?){re.escape(a.close)}(.*)", reply, re.S)
+        found = re.fullmatch(rf"\s*{re.escape(a.open)}(.*?){re.escape(a.close)}(.*)", reply, re.DOTALL)
         if not found or not found.group(1).strip():
             return None
         rest = found.group(2)

@@ -17,13 +17,19 @@ def addition(a: int, b: int, lang: str, slip: bool = False) -> tuple[list[str], 
         name = PLACES[lang][place]
         plus = f" + {carry}" if carry else ""
         if total >= 10 and slip and not dropped:
-            steps.append(f"{name}：{da} + {db}{plus} = {total}，写{total % 10}。" if lang == "zh"
-                         else f"{name.capitalize()}: {da} + {db}{plus} = {total}, write {total % 10}.")
+            steps.append(
+                f"{name}：{da} + {db}{plus} = {total}，写{total % 10}。"
+                if lang == "zh"
+                else f"{name.capitalize()}: {da} + {db}{plus} = {total}, write {total % 10}."
+            )
             carry, dropped = 0, True
         else:
             carry_text = ("，进1" if lang == "zh" else " carry 1") if total >= 10 else ""
-            steps.append(f"{name}：{da} + {db}{plus} = {total}，写{total % 10}{carry_text}。" if lang == "zh"
-                         else f"{name.capitalize()}: {da} + {db}{plus} = {total}, write {total % 10}{carry_text}.")
+            steps.append(
+                f"{name}：{da} + {db}{plus} = {total}，写{total % 10}{carry_text}。"
+                if lang == "zh"
+                else f"{name.capitalize()}: {da} + {db}{plus} = {total}, write {total % 10}{carry_text}."
+            )
             carry = total // 10
         digits.append(total % 10)
     if carry:
@@ -43,13 +49,19 @@ def subtraction(a: int, b: int, lang: str, slip: bool = False) -> tuple[list[str
         top = da - borrow
         owed = f"{da} - 1" if borrow else str(da)
         if top < db:
-            steps.append(f"{name}：{owed}不够减{db}，借1：{top + 10} - {db} = {top + 10 - db}。" if lang == "zh"
-                         else f"{name.capitalize()}: {owed} is less than {db}, borrow 1: {top + 10} - {db} = {top + 10 - db}.")
+            steps.append(
+                f"{name}：{owed}不够减{db}，借1：{top + 10} - {db} = {top + 10 - db}。"
+                if lang == "zh"
+                else f"{name.capitalize()}: {owed} is less than {db}, borrow 1: {top + 10} - {db} = {top + 10 - db}."
+            )
             digits.append(top + 10 - db)
             borrow = 1
         else:
-            steps.append(f"{name}：{owed} - {db} = {top - db}。" if lang == "zh"
-                         else f"{name.capitalize()}: {owed} - {db} = {top - db}.")
+            steps.append(
+                f"{name}：{owed} - {db} = {top - db}。"
+                if lang == "zh"
+                else f"{name.capitalize()}: {owed} - {db} = {top - db}."
+            )
             digits.append(top - db)
             borrow = 0
     return steps, int("".join(str(d) for d in reversed(digits)))
@@ -62,16 +74,28 @@ def multiplication(a: int, b: int, lang: str, slip: bool = False) -> tuple[list[
     if slip:
         p1 = p1 // 10
     total = p1 + p2
-    return ([f"把{a}拆成{tens} + {ones}：{tens} × {b} = {p1}，{ones} × {b} = {p2}。" if lang == "zh"
-             else f"Split {a} into {tens} + {ones}: {tens} × {b} = {p1} and {ones} × {b} = {p2}.",
-             f"相加：{p1} + {p2} = {total}。" if lang == "zh" else f"Add them: {p1} + {p2} = {total}."], total)
+    return (
+        [
+            f"把{a}拆成{tens} + {ones}：{tens} × {b} = {p1}，{ones} × {b} = {p2}。"
+            if lang == "zh"
+            else f"Split {a} into {tens} + {ones}: {tens} × {b} = {p1} and {ones} × {b} = {p2}.",
+            f"相加：{p1} + {p2} = {total}。" if lang == "zh" else f"Add them: {p1} + {p2} = {total}.",
+        ],
+        total,
+    )
 
 
 def division(a: int, b: int, lang: str, slip: bool = False) -> tuple[list[str], int]:
     """a / b (exact) by the matching product; with slip the quotient is one too large."""
     q = a // b + (1 if slip else 0)
-    return ([f"因为{b} × {q} = {a}，" + f"所以{a} ÷ {b} = {q}。" if lang == "zh"
-             else f"Since {b} × {q} = {a}, {a} ÷ {b} = {q}."], q)
+    return (
+        [
+            f"因为{b} × {q} = {a}，" + f"所以{a} ÷ {b} = {q}。"
+            if lang == "zh"
+            else f"Since {b} × {q} = {a}, {a} ÷ {b} = {q}."
+        ],
+        q,
+    )
 
 
 def worked(a: int, op: str, b: int, lang: str, slip: bool = False) -> tuple[list[str], int]:

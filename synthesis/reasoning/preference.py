@@ -83,6 +83,7 @@ def broken(parts: list[dict], task: Task, mode: str, templates: ModeTemplates, r
     if variant == "unclosed_think":
         return edit(f"\n{t.think.close}", ""), variant
     if variant == "answer_without_tags":
+
         def untagged(text: str) -> str:
             return text.replace(t.answer.open, "").replace(t.answer.close, "")
 
@@ -90,12 +91,15 @@ def broken(parts: list[dict], task: Task, mode: str, templates: ModeTemplates, r
     return edit(t.code.close, ""), variant
 
 
-def preference_row(task: Task, mode: str, templates: ModeTemplates, corruption: str,
-                   sandbox_run: Callable | None = None) -> dict:
+def preference_row(
+    task: Task, mode: str, templates: ModeTemplates, corruption: str, sandbox_run: Callable | None = None
+) -> dict:
     """messages: the prompt and the correct reply; rejected: the prompt and the corrupted one."""
     if corruption not in corruptions_for(task, mode):
-        raise ValueError(f"corruption {corruption!r} does not apply to {mode} replies of {task.kind} seed "
-                         f"{task.seed}; applicable: {corruptions_for(task, mode)}")
+        raise ValueError(
+            f"corruption {corruption!r} does not apply to {mode} replies of {task.kind} seed "
+            f"{task.seed}; applicable: {corruptions_for(task, mode)}"
+        )
     run, checks = run_if_agentic(task, mode, sandbox_run)
     rng = replies.mode_rng(task, mode, corruption)
     chosen = replies.write(task, mode, templates, replies.plan_of(task, mode), run)
@@ -109,7 +113,13 @@ def preference_row(task: Task, mode: str, templates: ModeTemplates, corruption: 
         raise ValueError(f"{corruption} left the {mode} reply of {task.kind} seed {task.seed} unchanged")
     images = [image_entry(d) for d in task.images] + [image_entry(d) for _, d in (run.saved if run else ())]
     return make_row(
-        SOURCE, "preference", prompt(task) + [message("assistant", *chosen)], images,
-        rejected=prompt(task) + [message("assistant", *bad)], think_mode=mode, task_types=[task.task_type],
-        lang=task.lang, extra=task_extra(task, mode, checks, corruption=corruption, **detail, **agentic_extra(task, run)),
+        SOURCE,
+        "preference",
+        prompt(task) + [message("assistant", *chosen)],
+        images,
+        rejected=prompt(task) + [message("assistant", *bad)],
+        think_mode=mode,
+        task_types=[task.task_type],
+        lang=task.lang,
+        extra=task_extra(task, mode, checks, corruption=corruption, **detail, **agentic_extra(task, run)),
     )

@@ -37,8 +37,13 @@ class Plan:
 def plan_of(task: Task, mode: str) -> Plan:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; modes: {MODES}")
-    return Plan(list(task.steps), task.answer, list(task.agentic_before), list(task.agentic_after),
-                direct=mode == "no_think" or (mode == "auto_think" and task.simple))
+    return Plan(
+        list(task.steps),
+        task.answer,
+        list(task.agentic_before),
+        list(task.agentic_after),
+        direct=mode == "no_think" or (mode == "auto_think" and task.simple),
+    )
 
 
 def mode_rng(task: Task, mode: str, salt: str = "") -> random.Random:
@@ -69,8 +74,10 @@ def write(task: Task, mode: str, templates: ModeTemplates, plan: Plan, run: Agen
     if run is None:
         raise ValueError("an agentic reply needs the sandbox run of the task's code")
     code = templates.code_fence.wrap(task.agentic_code)
-    parts = [text_part(f"{t.think.open}\n" + "\n".join(plan.before) + "\n\n" + t.code.wrap(code) + "\n"),
-             text_part(t.sandbox_output.wrap(run.stdout))]
+    parts = [
+        text_part(f"{t.think.open}\n" + "\n".join(plan.before) + "\n\n" + t.code.wrap(code) + "\n"),
+        text_part(t.sandbox_output.wrap(run.stdout)),
+    ]
     parts += [image_part(len(task.images) + k) for k in range(len(run.saved))]
     parts.append(text_part("\n" + "\n".join(plan.after) + f"\n{t.think.close}\n\n" + t.answer.wrap(body)))
     return parts

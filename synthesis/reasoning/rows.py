@@ -26,8 +26,17 @@ def task_extra(task: Task, mode: str, checks: dict | None = None, **more) -> dic
     recorded = dict(checks or {})
     if task.check is not None:
         recorded["answer"] = {"ok": task.check[0], "how": task.check[1]}
-    return {"kind": task.kind, "seed": task.seed, "lang": task.lang, "mode": mode, "answer": task.answer,
-            "answer_kind": task.answer_kind, "choices": task.choices, "checks": recorded, **more}
+    return {
+        "kind": task.kind,
+        "seed": task.seed,
+        "lang": task.lang,
+        "mode": mode,
+        "answer": task.answer,
+        "answer_kind": task.answer_kind,
+        "choices": task.choices,
+        "checks": recorded,
+        **more,
+    }
 
 
 def run_if_agentic(task: Task, mode: str, sandbox_run: Callable | None) -> tuple[agentic.AgenticRun | None, dict]:
@@ -51,8 +60,14 @@ def mode_row(task: Task, mode: str, templates: ModeTemplates, sandbox_run: Calla
     parts = replies.write(task, mode, templates, replies.plan_of(task, mode), run)
     images = [image_entry(data) for data in task.images] + [image_entry(data) for _, data in (run.saved if run else ())]
     return make_row(
-        SOURCE, "vqa", prompt(task) + [message("assistant", *parts)], images, think_mode=mode,
-        task_types=[task.task_type], lang=task.lang, extra=task_extra(task, mode, checks, **agentic_extra(task, run)),
+        SOURCE,
+        "vqa",
+        prompt(task) + [message("assistant", *parts)],
+        images,
+        think_mode=mode,
+        task_types=[task.task_type],
+        lang=task.lang,
+        extra=task_extra(task, mode, checks, **agentic_extra(task, run)),
     )
 
 
@@ -61,6 +76,13 @@ def rl_row(task: Task, mode: str) -> dict:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; modes: {MODES}")
     return make_row(
-        SOURCE, "rl", prompt(task), [image_entry(data) for data in task.images], answer=task.answer,
-        think_mode=mode, task_types=[task.task_type], lang=task.lang, extra=task_extra(task, mode),
+        SOURCE,
+        "rl",
+        prompt(task),
+        [image_entry(data) for data in task.images],
+        answer=task.answer,
+        think_mode=mode,
+        task_types=[task.task_type],
+        lang=task.lang,
+        extra=task_extra(task, mode),
     )

@@ -39,15 +39,17 @@ def reply_text(row: dict, key: str = "messages") -> str:
 
 def code_of(reply: str) -> str:
     t = TEMPLATES
-    pattern = re.escape(t.tags.code.open + t.code_fence.open) + r"(.*?)" + re.escape(t.code_fence.close + t.tags.code.close)
-    found = re.findall(pattern, reply, re.S)
+    pattern = (
+        re.escape(t.tags.code.open + t.code_fence.open) + r"(.*?)" + re.escape(t.code_fence.close + t.tags.code.close)
+    )
+    found = re.findall(pattern, reply, re.DOTALL)
     assert len(found) == 1, reply
     return found[0]
 
 
 def sandbox_output_of(reply: str) -> str:
     tag = TEMPLATES.tags.sandbox_output
-    found = re.findall(re.escape(tag.open) + r"(.*?)" + re.escape(tag.close), reply, re.S)
+    found = re.findall(re.escape(tag.open) + r"(.*?)" + re.escape(tag.close), reply, re.DOTALL)
     assert len(found) == 1, reply
     return found[0]
 

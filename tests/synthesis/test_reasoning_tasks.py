@@ -29,12 +29,13 @@ from synthesis.reasoning import (
     corruptions_for,
     extract_answer,
     format_ok,
+    lettering,
     make_task,
     mode_row,
     preference_row,
     rl_row,
 )
-from synthesis.reasoning import lettering
+from synthesis.reasoning.templates import DEFAULT_PATH, ROOT
 
 # seeds the generators were never tuned on; counting is cheap to check, the OCR checks are not
 SEED_BASE = 1000
@@ -85,7 +86,9 @@ def test_both_languages_render_without_tofu():
             for seed in range(SEED_BASE, SEED_BASE + 5):
                 task = make_task(kind, seed, lang)
                 for name, text in task.meta["lettering"]:
-                    assert fonts.covers(faces[name], text), f"{kind} {lang} {seed}: {name} lacks {fonts.missing(faces[name], text)!r}"
+                    assert fonts.covers(faces[name], text), (
+                        f"{kind} {lang} {seed}: {name} lacks {fonts.missing(faces[name], text)!r}"
+                    )
                 in_chinese = [bool(CJK.search(t)) for t in (task.question, *task.steps)]
                 assert all(in_chinese) if lang == "zh" else not any(in_chinese), (kind, lang, seed)
                 if task.answer_kind == "text":
@@ -120,7 +123,11 @@ def test_each_mode_has_its_format_and_the_answer_parses_back(kind):
             assert answers_match(extract_answer(reply, mode), task.answer, task.answer_kind)
             extra = json.loads(row["extra"])
             assert {k: extra[k] for k in ("kind", "seed", "lang", "answer")} == {
-                "kind": kind, "seed": SEED_BASE + 2, "lang": lang, "answer": task.answer}
+                "kind": kind,
+                "seed": SEED_BASE + 2,
+                "lang": lang,
+                "answer": task.answer,
+            }
             # small images for a small model: every image within 448 px, the row within 1,600 tokens
             assert all(max(image["width"], image["height"]) <= 448 for image in row["images"])
             assert row["est_tokens"] < 1600, (mode, row["est_tokens"])
@@ -167,9 +174,12 @@ def test_agentic_code_run_again_prints_exactly_its_sandbox_output(kind):
             reply = reply_text(row)
             code = code_of(reply)
             assert code == task.agentic_code
-            imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(code))
-                        if isinstance(node, (ast.Import, ast.ImportFrom))
-                        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module)])}
+            imported = {
+                alias.name.split(".")[0]
+                for node in ast.walk(ast.parse(code))
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module)])
+            }
             assert imported <= allowed, imported
             inputs = row_inputs(row)
             ext = "jpg" if kind == "rotated_text" else "png"
@@ -179,8 +189,10 @@ def test_agentic_code_run_again_prints_exactly_its_sandbox_output(kind):
             assert again.stdout == sandbox_output_of(reply)
             assert task.agentic_expect in again.stdout
             saved = json.loads(row["extra"])["agentic"]["saved_images"]
-            assert [again.files[name] for name in saved] == [image["bytes"] for image in row["images"][len(task.images):]]
-            for image in row["images"][len(task.images):]:
+            assert [again.files[name] for name in saved] == [
+                image["bytes"] for image in row["images"][len(task.images) :]
+            ]
+            for image in row["images"][len(task.images) :]:
                 Image.open(io.BytesIO(image["bytes"])).verify()
 
 
@@ -190,8 +202,10 @@ def test_sandbox_failures_raise_with_the_reason_the_job_records():
     task = make_task("small_text_zoom", SEED_BASE, "en")
     cases = {
         "sandbox_failed": (dataclasses.replace(task, agentic_code="raise SystemExit(3)\n"), sandbox_run()),
-        "sandbox_timeout": (dataclasses.replace(task, agentic_code="while True:\n    pass\n"),
-                            lambda code, files: run_python(code, files=files, timeout_s=1, mode="unsafe_subprocess")),
+        "sandbox_timeout": (
+            dataclasses.replace(task, agentic_code="while True:\n    pass\n"),
+            lambda code, files: run_python(code, files=files, timeout_s=1, mode="unsafe_subprocess"),
+        ),
         "sandbox_mismatch": (dataclasses.replace(task, agentic_expect="saved something else"), sandbox_run()),
     }
     for reason, (bad, runner) in cases.items():
@@ -280,7 +294,10 @@ def test_extract_answer_refuses_broken_formats():
     assert extract_answer("<analysis>easy</analysis>\n\n3", "auto_think") == "3"
     assert extract_answer("<analysis>hard</analysis><think>x</think><answer>3</answer>", "auto_think") == "3"
     assert extract_answer("<think>x</think><answer>3</answer>", "auto_think") is None  # no analysis
-    ok = "<think>\nx\n<code>```python\nprint(1)\n```</code>\n<sandbox_output>1\n</sandbox_output>\ny\n</think>\n\n<answer>1</answer>"
+    ok = (
+        "<think>\nx\n<code>```python\nprint(1)\n```</code>\n<sandbox_output>1\n</sandbox_output>\n"
+        "y\n</think>\n\n<answer>1</answer>"
+    )
     assert extract_answer(ok, "agentic") == "1"
     assert extract_answer(ok.replace("</code>", ""), "agentic") is None
     assert extract_answer(ok.replace("<sandbox_output>1\n</sandbox_output>", ""), "agentic") is None
@@ -290,14 +307,16 @@ def test_templates_agree_with_the_trainers_processor():
     processor = pytest.importorskip("training.processor")
     assert {mode: TEMPLATES.switch(mode) for mode in MODES} == processor.SWITCHES
     assert (TEMPLATES.tags.sandbox_output.open, TEMPLATES.tags.sandbox_output.close) == (
-        processor.SANDBOX_OUTPUT_OPEN, processor.SANDBOX_OUTPUT_CLOSE)
+        processor.SANDBOX_OUTPUT_OPEN,
+        processor.SANDBOX_OUTPUT_CLOSE,
+    )
     row = mode_row(make_task("rotated_text", SEED_BASE, "en"), "agentic", TEMPLATES, sandbox_run=sandbox_run())
     masked = [piece for piece, is_output in processor.split_sandbox_output(reply_text(row)) if is_output]
     assert masked == [TEMPLATES.tags.sandbox_output.wrap(sandbox_output_of(reply_text(row)))]
 
 
 def test_templates_refuse_a_missing_or_misspelt_key(tmp_path):
-    text = (TEMPLATES_PATH := ModeTemplates.load.__globals__["ROOT"] / "configs" / "reasoning_modes.yaml").read_text()
+    text = (ROOT / DEFAULT_PATH).read_text(encoding="utf-8")
     missing = tmp_path / "missing.yaml"
     missing.write_text(text.replace('  agentic: " /agentic_think"\n', ""))
     with pytest.raises(ConfigError, match="switches.agentic"):
@@ -306,4 +325,3 @@ def test_templates_refuse_a_missing_or_misspelt_key(tmp_path):
     misspelt.write_text(text.replace("boxed_kinds:", "boxed_kind:"))
     with pytest.raises(ConfigError, match="boxed_kind"):
         ModeTemplates.load(misspelt)
-    assert TEMPLATES_PATH.is_file()

@@ -13,8 +13,9 @@ from fractions import Fraction
 from synthesis.reasoning.checks import ocr
 from synthesis.reasoning.task import Task, decode_rgb
 
-_SYMBOLS = str.maketrans({"×": "*", "x": "*", "X": "*", "÷": "/", "−": "-", "–": "-", "—": "-", "一": "-", "＋": "+",
-                          "＝": "="})
+_SYMBOLS = str.maketrans(
+    {"×": "*", "x": "*", "X": "*", "÷": "/", "−": "-", "–": "-", "—": "-", "一": "-", "＋": "+", "＝": "="}
+)
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 

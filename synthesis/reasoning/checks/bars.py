@@ -9,6 +9,7 @@ allowing one OCR slip (an l read as t), never ambiguously."""
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -42,7 +43,7 @@ def measure(rgb: np.ndarray) -> tuple[list[tuple[str, float]], str]:
     column = rgb[: baseline + 16, : max(8, bars[0][0] - 4)]
     steps = []
     for line in ocr.lines(ocr.pad(enlarged(column), 16, 255)):
-        x0, y0, x1, y1 = line.box()
+        _, y0, _, y1 = line.box()
         if _NUMBER.match(line.text.strip()):
             k = round((baseline - ((y0 + y1) / 2 - 16) / 2) / spacing)
             if k > 0:
@@ -53,8 +54,8 @@ def measure(rgb: np.ndarray) -> tuple[list[tuple[str, float]], str]:
     # category labels: the strip under each bar (between the midpoints to its neighbours), the
     # strips stacked with white gaps so that one OCR call reads them all as separate lines
     centres = [x + w / 2 for x, y, w, h in bars]
-    edges = [0] + [int((a + b) / 2) for a, b in zip(centres, centres[1:])] + [rgb.shape[1]]
-    strips = [enlarged(rgb[baseline + 2 : baseline + 36, a:b]) for a, b in zip(edges, edges[1:])]
+    edges = [0] + [int((a + b) / 2) for a, b in pairwise(centres)] + [rgb.shape[1]]
+    strips = [enlarged(rgb[baseline + 2 : baseline + 36, a:b]) for a, b in pairwise(edges)]
     width = max(s.shape[1] for s in strips)
     stack = np.full((len(strips) * (strips[0].shape[0] + GAP) + GAP, width, 3), 255, np.uint8)
     for i, strip in enumerate(strips):
@@ -66,7 +67,10 @@ def measure(rgb: np.ndarray) -> tuple[list[tuple[str, float]], str]:
         if 0 <= i < len(texts):
             texts[i] += line.text
     values = [(baseline - y) / spacing * step for x, y, w, h in bars]
-    how = f"{len(bars)} bars, baseline row {baseline}, gridlines every {spacing:g} px, {step:g} per gridline from the tick labels"
+    how = (
+        f"{len(bars)} bars, baseline row {baseline}, gridlines every {spacing:g} px, "
+        f"{step:g} per gridline from the tick labels"
+    )
     return list(zip(texts, values)), how
 
 

@@ -36,5 +36,7 @@ def check(task: Task) -> tuple[bool, str]:
     scale, text, score = readings[-1]
     ok = contrast < FAINT and text_key(text) == text_key(task.answer)
     tried = "; ".join(f"x{s}: {t!r} ({c:.2f})" for s, t, c in readings)
-    return ok, (f"strokes stand {contrast:.1f} grey levels out of a median-filtered background (faint below "
-                f"{FAINT}); RapidOCR of the background-subtracted image read {tried}; answer {task.answer!r}")
+    return ok, (
+        f"strokes stand {contrast:.1f} grey levels out of a median-filtered background (faint below "
+        f"{FAINT}); RapidOCR of the background-subtracted image read {tried}; answer {task.answer!r}"
+    )

@@ -1,6 +1,6 @@
 """Rotated text, checked from the pixels alone: the ink's minimum-area rectangle gives the line's
-direction up to a right angle; the image is turned each of the four ways that make that rectangle
-axis-aligned, and the OCR reading with the highest confidence is compared with the answer."""
+direction (its long side) up to a half turn; the image is turned both ways that make that side
+horizontal, and the OCR reading with the higher confidence is compared with the answer."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def ink_crop(rgb: np.ndarray, margin: int = 14) -> np.ndarray | None:
     ys, xs = np.nonzero(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) < 110)
     if len(xs) == 0:
         return None
-    return ocr.pad(rgb[max(0, ys.min() - margin) : ys.max() + margin, max(0, xs.min() - margin) : xs.max() + margin], 16)
+    return ocr.pad(
+        rgb[max(0, ys.min() - margin) : ys.max() + margin, max(0, xs.min() - margin) : xs.max() + margin], 16
+    )
 
 
 def check(task: Task) -> tuple[bool, str]:
@@ -36,17 +38,20 @@ def check(task: Task) -> tuple[bool, str]:
     ys, xs = np.nonzero(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) < 110)
     if len(xs) < 20:
         return False, "no dark ink found"
-    (cx, cy), _, rect_angle = cv2.minAreaRect(np.stack([xs, ys], axis=1).astype(np.float32))
+    (cx, cy), (w, h), rect_angle = cv2.minAreaRect(np.stack([xs, ys], axis=1).astype(np.float32))
+    along = rect_angle if w >= h else rect_angle + 90  # turning by this lays the long side flat
     readings = []
-    for k in range(4):
-        crop = ink_crop(turned(rgb, (cx, cy), rect_angle + 90 * k))
+    for angle in (along, along + 180):
+        crop = ink_crop(turned(rgb, (cx, cy), angle))
         if crop is not None:
             text, score = ocr.read(crop)
             if text:
-                readings.append((score, text, (rect_angle + 90 * k) % 360))
+                readings.append((score, text, angle % 360))
     if not readings:
-        return False, "OCR found no text in any of the four orientations"
+        return False, "OCR found no text either way along the line"
     score, text, angle = max(readings)
     ok = text_key(text) == text_key(task.answer)
-    return ok, (f"ink rectangle turned by {angle:.1f}° (best of 4 orientations); RapidOCR read {text!r} "
-                f"(confidence {score:.2f}); answer {task.answer!r}")
+    return ok, (
+        f"ink rectangle turned by {angle:.1f}° (the better of the two ways along the line); RapidOCR read {text!r} "
+        f"(confidence {score:.2f}); answer {task.answer!r}"
+    )

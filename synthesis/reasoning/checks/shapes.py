@@ -18,7 +18,7 @@ def components(rgb: np.ndarray) -> list[tuple[str, str]]:
         mask = np.all(rgb == np.array(palette.rgb(colour), np.uint8), axis=2).astype(np.uint8)
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         for i in range(1, n):
-            x, y, w, h, area = stats[i]
+            _, _, w, h, area = stats[i]
             found.append((colour, shapes_drawing.kind_from_fill(area / (w * h))))
     return found
 

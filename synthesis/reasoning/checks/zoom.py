@@ -26,5 +26,7 @@ def check(task: Task) -> tuple[bool, str]:
     big = cv2.resize(crop, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
     text, score = ocr.read(ocr.pad(big, 24))
     ok = text_key(text) == text_key(task.answer)
-    return ok, (f"largest {colour} area at ({x}, {y}) {w}x{h} px, enlarged 4x; RapidOCR read {text!r} "
-                f"(confidence {score:.2f}); answer {task.answer!r}")
+    return ok, (
+        f"largest {colour} area at ({x}, {y}) {w}x{h} px, enlarged 4x; RapidOCR read {text!r} "
+        f"(confidence {score:.2f}); answer {task.answer!r}"
+    )

@@ -72,7 +72,11 @@ def draw_chart(rng, lang: str, chart: Chart, colour: str, w: int, h: int) -> tup
         draw.text((centre - (lx + rx) / 2, chart.baseline + 8 - ly), label, font=label_font, fill=(30, 30, 30))
     draw.line((left, chart.baseline, right, chart.baseline), fill=AXIS)
     draw.line((left, chart.baseline - 10 * chart.per_step, left, chart.baseline), fill=AXIS)
-    return encode_png(image), [[title_face.name, title], [tick_face.name, ticks], [label_face.name, "".join(chart.labels)]]
+    return encode_png(image), [
+        [title_face.name, title],
+        [tick_face.name, ticks],
+        [label_face.name, "".join(chart.labels)],
+    ]
 
 
 def question_spec(rng, chart: Chart) -> dict | None:
@@ -98,8 +102,14 @@ def generate(seed: int, lang: str) -> Task:
         top, step = rng.choice(SCALES)
         n = rng.randint(3, 6)
         per_step = rng.choice([20, 22, 24])
-        chart = Chart(rng.sample(CITIES[lang], n), [rng.randint(1, 10) * step for _ in range(n)], top, step,
-                      44 + 10 * per_step, per_step)
+        chart = Chart(
+            rng.sample(CITIES[lang], n),
+            [rng.randint(1, 10) * step for _ in range(n)],
+            top,
+            step,
+            44 + 10 * per_step,
+            per_step,
+        )
         ask = question_spec(rng, chart)
         if ask is not None:
             break
@@ -152,16 +162,21 @@ def conclusion(chart: Chart, ask: dict, values: list[int], lang: str) -> list[st
     answer, _ = answer_of(chart, ask, values)
     if ask["form"] in ("max", "min"):
         word = ("最高" if ask["form"] == "max" else "最低") if zh else ("highest" if ask["form"] == "max" else "lowest")
-        return [f"其中{word}的是{answer}（{by[answer]}）。" if zh else f"The {word} of these is {answer} ({by[answer]})."]
+        return [
+            f"其中{word}的是{answer}（{by[answer]}）。" if zh else f"The {word} of these is {answer} ({by[answer]})."
+        ]
     a, b = ask.get("a"), ask.get("b")
     if ask["form"] == "diff":
-        return [f"{a}比{b}高：{by[a]} - {by[b]} = {answer}。" if zh else f"{a} minus {b}: {by[a]} - {by[b]} = {answer}."]
+        return [
+            f"{a}比{b}高：{by[a]} - {by[b]} = {answer}。" if zh else f"{a} minus {b}: {by[a]} - {by[b]} = {answer}."
+        ]
     if ask["form"] == "sum":
         return [f"{a}加{b}：{by[a]} + {by[b]} = {answer}。" if zh else f"{a} plus {b}: {by[a]} + {by[b]} = {answer}."]
     above = [label for label, v in zip(chart.labels, values) if v > ask["line"]]
     names = ("、".join(above) if zh else ", ".join(above)) or ("没有" if zh else "none")
-    return [f"超过{ask['line']}的有：{names}，共{answer}个。" if zh
-            else f"Above {ask['line']}: {names}; that is {answer}."]
+    return [
+        f"超过{ask['line']}的有：{names}，共{answer}个。" if zh else f"Above {ask['line']}: {names}; that is {answer}."
+    ]
 
 
 def build(seed, lang, rng, chart: Chart, ask: dict, colour: str, png: bytes, drawn: list, size) -> Task:
@@ -173,47 +188,93 @@ def build(seed, lang, rng, chart: Chart, ask: dict, colour: str, png: bytes, dra
         "min": "图中哪个城市的数值最低？" if zh else "Which city has the lowest value in the chart?",
         "diff": f"{a}的数值比{b}高多少？" if zh else f"How much higher is {a} than {b}?",
         "sum": f"{a}和{b}的数值加起来是多少？" if zh else f"What is the total of {a} and {b}?",
-        "above": f"有几个城市的数值超过{ask.get('line')}？" if zh else f"How many cities have a value above {ask.get('line')}?",
+        "above": f"有几个城市的数值超过{ask.get('line')}？"
+        if zh
+        else f"How many cities have a value above {ask.get('line')}?",
     }[ask["form"]]
-    axis = (f"纵轴从0到{chart.top}，每{chart.step}一条网格线。" if zh
-            else f"The y-axis runs from 0 to {chart.top} with a gridline every {chart.step}.")
-    read = (f"对照网格线读出每根柱子：{reading(chart, chart.values, lang)}。" if zh
-            else f"Reading each bar against the gridlines: {reading(chart, chart.values, lang)}.")
+    axis = (
+        f"纵轴从0到{chart.top}，每{chart.step}一条网格线。"
+        if zh
+        else f"The y-axis runs from 0 to {chart.top} with a gridline every {chart.step}."
+    )
+    read = (
+        f"对照网格线读出每根柱子：{reading(chart, chart.values, lang)}。"
+        if zh
+        else f"Reading each bar against the gridlines: {reading(chart, chart.values, lang)}."
+    )
     final = f"所以答案是{answer}。" if zh else f"So the answer is {answer}."
     steps = [axis, read, *conclusion(chart, ask, chart.values, lang), final]
     wrong_values = misread(chart, ask)
     wrong, _ = answer_of(chart, ask, wrong_values)
-    wrong_steps = [axis, (f"对照网格线读出每根柱子：{reading(chart, wrong_values, lang)}。" if zh
-                          else f"Reading each bar against the gridlines: {reading(chart, wrong_values, lang)}."),
-                   *conclusion(chart, ask, wrong_values, lang), f"所以答案是{wrong}。" if zh else f"So the answer is {wrong}."]
+    wrong_steps = [
+        axis,
+        (
+            f"对照网格线读出每根柱子：{reading(chart, wrong_values, lang)}。"
+            if zh
+            else f"Reading each bar against the gridlines: {reading(chart, wrong_values, lang)}."
+        ),
+        *conclusion(chart, ask, wrong_values, lang),
+        f"所以答案是{wrong}。" if zh else f"So the answer is {wrong}.",
+    ]
     per_unit = chart.per_step / chart.step
     code = CODE.format(rgb=palette.rgb(colour), colour=colour, baseline=chart.baseline, per_unit=per_unit)
     top_y = chart.baseline - 10 * chart.per_step
     before = [
-        (f"纵轴的0在y={chart.baseline}像素，{chart.top}在y={top_y}像素，所以每个单位{per_unit:g}像素。" if zh
-         else f"On the y-axis, 0 is at pixel row {chart.baseline} and {chart.top} at row {top_y}, "
-              f"so one unit is {per_unit:g} pixels."),
+        (
+            f"纵轴的0在y={chart.baseline}像素，{chart.top}在y={top_y}像素，所以每个单位{per_unit:g}像素。"
+            if zh
+            else f"On the y-axis, 0 is at pixel row {chart.baseline} and {chart.top} at row {top_y}, "
+            f"so one unit is {per_unit:g} pixels."
+        ),
         "我用代码量出每根柱子的高度。" if zh else "I will measure the height of every bar with code.",
     ]
     names = "、".join(chart.labels) if zh else ", ".join(chart.labels)
-    after = [f"从左到右的柱子分别是{names}：{reading(chart, chart.values, lang)}。" if zh
-             else f"From left to right the bars are {names}: {reading(chart, chart.values, lang)}.",
-             *conclusion(chart, ask, chart.values, lang), final]
+    after = [
+        f"从左到右的柱子分别是{names}：{reading(chart, chart.values, lang)}。"
+        if zh
+        else f"From left to right the bars are {names}: {reading(chart, chart.values, lang)}.",
+        *conclusion(chart, ask, chart.values, lang),
+        final,
+    ]
     expect = "\n".join(f"bar {i}: value {v}" for i, v in enumerate(chart.values, 1))
     simple = len(chart.values) <= 4 and ask["form"] in ("max", "min")
-    analysis = (f"只有{len(chart.values)}根柱子，一眼就能比较" if zh else f"There are only {len(chart.values)} bars to compare")\
-        if simple else (f"需要对照网格线读出{len(chart.values)}根柱子的数值再计算" if zh
-                        else f"Each of the {len(chart.values)} bars must be read against the gridlines before working it out")
+    analysis = (
+        (
+            f"只有{len(chart.values)}根柱子，一眼就能比较"
+            if zh
+            else f"There are only {len(chart.values)} bars to compare"
+        )
+        if simple
+        else (
+            f"需要对照网格线读出{len(chart.values)}根柱子的数值再计算"
+            if zh
+            else f"Each of the {len(chart.values)} bars must be read against the gridlines before working it out"
+        )
+    )
     return Task(
-        kind=KIND, seed=seed, lang=lang, images=[png], question=question, answer=answer, answer_kind=kind,
-        steps=steps, agentic_code=code, task_type="reasoning~chart~bar_compare", agentic_before=before,
-        agentic_after=after, agentic_expect=expect, distractor=wrong, wrong_steps=wrong_steps, simple=simple,
-        analysis=analysis, choices=list(chart.labels) if kind == "choice" else None,
+        kind=KIND,
+        seed=seed,
+        lang=lang,
+        images=[png],
+        question=question,
+        answer=answer,
+        answer_kind=kind,
+        steps=steps,
+        agentic_code=code,
+        task_type="reasoning~chart~bar_compare",
+        agentic_before=before,
+        agentic_after=after,
+        agentic_expect=expect,
+        distractor=wrong,
+        wrong_steps=wrong_steps,
+        simple=simple,
+        analysis=analysis,
+        choices=list(chart.labels) if kind == "choice" else None,
         meta={"ask": ask, "bars": len(chart.values), "lettering": drawn, "size": list(size)},
     )
 
 
-CODE = '''import numpy as np
+CODE = """import numpy as np
 from PIL import Image
 
 rgb = np.asarray(Image.open("image_0.png").convert("RGB")).astype(int)
@@ -230,4 +291,4 @@ for i, ((x0, x1), top) in enumerate(zip(runs, tops), 1):
     print(f"bar {{i}}: x {{x0}}-{{x1}}, top at row {{top}}, {{baseline - top}} px")
 for i, top in enumerate(tops, 1):
     print(f"bar {{i}}: value {{round((baseline - top) / per_unit, 1):g}}")
-'''
+"""

@@ -41,8 +41,9 @@ def place(rng, width: int, height: int, count: int) -> list[Shape]:
             break
         size = rng.randint(24, 46)
         x, y = rng.randint(10, width - size - 10), rng.randint(10, height - size - 10)
-        if all(x + size + 8 <= s.x or s.x + s.size + 8 <= x or y + size + 8 <= s.y or s.y + s.size + 8 <= y
-               for s in shapes):
+        if all(
+            x + size + 8 <= s.x or s.x + s.size + 8 <= x or y + size + 8 <= s.y or s.y + s.size + 8 <= y for s in shapes
+        ):
             shapes.append(Shape(rng.choice(shapes_drawing.KINDS), rng.choice(list(palette.SATURATED)), x, y, size))
     return shapes
 
@@ -57,8 +58,11 @@ def described(shapes: list[Shape], lang: str, w: int, h: int, with_name: bool) -
         cx, cy = s.centre
         spot = f"{where.region(cx, cy, w, h, lang)} {where.point(cx, cy, w, h)}"
         if with_name:
-            label = f"{palette.word(s.colour, lang)}{name(s.kind, lang)}" if lang == "zh" else \
-                f"a {palette.word(s.colour, lang)} {name(s.kind, lang)}"
+            label = (
+                f"{palette.word(s.colour, lang)}{name(s.kind, lang)}"
+                if lang == "zh"
+                else f"a {palette.word(s.colour, lang)} {name(s.kind, lang)}"
+            )
             parts.append(f"{label}（{spot}）" if lang == "zh" else f"{label} at the {spot}")
         else:
             parts.append(spot if lang == "zh" else f"one at the {spot}")
@@ -123,19 +127,27 @@ def build(seed, lang, rng, shapes, ask, image: bytes, w: int, h: int) -> Task:
     count = len(hits)
     what = subject(ask, lang)
     question = rng.choice(
-        [f"图中有几个{what}？", f"数一数图中{what}的数量。"] if zh
+        [f"图中有几个{what}？", f"数一数图中{what}的数量。"]
+        if zh
         else [f"How many {what} are in the image?", f"Count the {what} in this picture."]
     )
     others = [s for s in shapes if not matches(s, ask)]
     steps = [
-        f"题目问的是{what}的个数。图中一共有{len(shapes)}个图形。" if zh
+        f"题目问的是{what}的个数。图中一共有{len(shapes)}个图形。"
+        if zh
         else f"The question asks for the number of {what}. The image has {len(shapes)} shapes in all.",
-        (f"从上到下找{what}：{described(hits, lang, w, h, False)}。" if zh
-         else f"Going from top to bottom, the {what}: {described(hits, lang, w, h, False)}."),
+        (
+            f"从上到下找{what}：{described(hits, lang, w, h, False)}。"
+            if zh
+            else f"Going from top to bottom, the {what}: {described(hits, lang, w, h, False)}."
+        ),
     ]
     if others:
-        steps.append(f"其余{len(others)}个图形颜色或形状不符，不计入。" if zh
-                     else f"The other {len(others)} shapes differ in colour or kind, so they do not count.")
+        steps.append(
+            f"其余{len(others)}个图形颜色或形状不符，不计入。"
+            if zh
+            else f"The other {len(others)} shapes differ in colour or kind, so they do not count."
+        )
     steps.append(f"所以共有{count}个{what}。" if zh else f"So there are {count} {subject(ask, lang, count)}.")
     # the typical mistake: a look-alike counted (same colour or same kind), or the last one missed
     lookalike = [s for s in others if s.colour == ask.get("colour") or s.kind == ask.get("shape")]
@@ -143,27 +155,61 @@ def build(seed, lang, rng, shapes, ask, image: bytes, w: int, h: int) -> Task:
         wrong_hits, wrong = reading_order(hits + [lookalike[0]]), count + 1
     else:
         wrong_hits, wrong = reading_order(hits)[:-1], count - 1
-    wrong_steps = [steps[0],
-                   (f"从上到下找{what}：{described(wrong_hits, lang, w, h, False) or '没有'}。" if zh
-                    else f"Going from top to bottom, the {what}: {described(wrong_hits, lang, w, h, False) or 'none'}."),
-                   f"所以共有{wrong}个{what}。" if zh else f"So there are {wrong} {subject(ask, lang, wrong)}."]
+    wrong_steps = [
+        steps[0],
+        (
+            f"从上到下找{what}：{described(wrong_hits, lang, w, h, False) or '没有'}。"
+            if zh
+            else f"Going from top to bottom, the {what}: {described(wrong_hits, lang, w, h, False) or 'none'}."
+        ),
+        f"所以共有{wrong}个{what}。" if zh else f"So there are {wrong} {subject(ask, lang, wrong)}.",
+    ]
     code, expect = agentic_code(ask, count)
-    before = [steps[0], (f"我用代码找出{what}：按颜色取出像素，数连通的块，再按填充率判断形状。" if zh
-                         else f"I will count the {what} with code: take the pixels of each colour, count the "
-                              "connected pieces, and tell the kinds apart by how much of their box they fill.")]
-    after = [f"代码数出{count}个{what}，与我在图中看到的一致：{described(hits, lang, w, h, False)}。" if zh
-             else f"The code finds {count} {subject(ask, lang, count)}, as I see in the image: "
-                  f"{described(hits, lang, w, h, False)}.",
-             f"所以答案是{count}。" if zh else f"So the answer is {count}."]
+    before = [
+        steps[0],
+        (
+            f"我用代码找出{what}：按颜色取出像素，数连通的块，再按填充率判断形状。"
+            if zh
+            else f"I will count the {what} with code: take the pixels of each colour, count the "
+            "connected pieces, and tell the kinds apart by how much of their box they fill."
+        ),
+    ]
+    after = [
+        f"代码数出{count}个{what}，与我在图中看到的一致：{described(hits, lang, w, h, False)}。"
+        if zh
+        else f"The code finds {count} {subject(ask, lang, count)}, as I see in the image: "
+        f"{described(hits, lang, w, h, False)}.",
+        f"所以答案是{count}。" if zh else f"So the answer is {count}.",
+    ]
     simple = len(shapes) <= 6 and count <= 3
-    analysis = (f"图中只有{len(shapes)}个图形，数量很少" if zh else f"The image has only {len(shapes)} shapes to look at") \
-        if simple else (f"图中有{len(shapes)}个不同颜色和形状的图形，需要仔细区分" if zh
-                        else f"The image has {len(shapes)} shapes of different colours and kinds to tell apart")
+    analysis = (
+        (f"图中只有{len(shapes)}个图形，数量很少" if zh else f"The image has only {len(shapes)} shapes to look at")
+        if simple
+        else (
+            f"图中有{len(shapes)}个不同颜色和形状的图形，需要仔细区分"
+            if zh
+            else f"The image has {len(shapes)} shapes of different colours and kinds to tell apart"
+        )
+    )
     return Task(
-        kind=KIND, seed=seed, lang=lang, images=[image], question=question, answer=str(count),
-        answer_kind="number", steps=steps, agentic_code=code, task_type="reasoning~counting~shapes",
-        agentic_before=before, agentic_after=after, agentic_expect=expect, distractor=str(wrong),
-        wrong_steps=wrong_steps, simple=simple, analysis=analysis, choices=None,
+        kind=KIND,
+        seed=seed,
+        lang=lang,
+        images=[image],
+        question=question,
+        answer=str(count),
+        answer_kind="number",
+        steps=steps,
+        agentic_code=code,
+        task_type="reasoning~counting~shapes",
+        agentic_before=before,
+        agentic_after=after,
+        agentic_expect=expect,
+        distractor=str(wrong),
+        wrong_steps=wrong_steps,
+        simple=simple,
+        analysis=analysis,
+        choices=None,
         meta={"ask": ask, "shapes": len(shapes), "lettering": [], "size": [w, h]},
     )
 
@@ -174,32 +220,65 @@ def build_compare(seed, lang, rng, shapes, ask, image: bytes, w: int, h: int) ->
     na, nb = (sum(s.colour == c for s in shapes) for c in (a, b))
     wa, wb = palette.word(a, lang), palette.word(b, lang)
     more, fewer = (wa, wb) if na > nb else (wb, wa)
-    question = (f"图中{wa}图形和{wb}图形哪个更多？请回答{wa}或{wb}。" if zh
-                else f"Are there more {wa} shapes or {wb} shapes? Answer {wa} or {wb}.")
+    question = (
+        f"图中{wa}图形和{wb}图形哪个更多？请回答{wa}或{wb}。"
+        if zh
+        else f"Are there more {wa} shapes or {wb} shapes? Answer {wa} or {wb}."
+    )
     listing = {c: described([s for s in shapes if s.colour == c], lang, w, h, False) for c in (a, b)}
     steps = [
         f"需要分别数出{wa}和{wb}图形。" if zh else f"I need to count the {wa} shapes and the {wb} shapes.",
         f"{wa}图形：{listing[a]}，共{na}个。" if zh else f"{wa.capitalize()} shapes: {listing[a]}; {na} in all.",
         f"{wb}图形：{listing[b]}，共{nb}个。" if zh else f"{wb.capitalize()} shapes: {listing[b]}; {nb} in all.",
-        f"{max(na, nb)}大于{min(na, nb)}，所以{more}图形更多。" if zh
+        f"{max(na, nb)}大于{min(na, nb)}，所以{more}图形更多。"
+        if zh
         else f"{max(na, nb)} is more than {min(na, nb)}, so there are more {more} shapes.",
     ]
     # the typical mistake: counting the shapes of one kind only for the larger colour
-    wrong_steps = [steps[0],
-                   f"{more}图形比{fewer}图形少。" if zh else f"There look to be fewer {more} shapes than {fewer} shapes.",
-                   f"所以{fewer}图形更多。" if zh else f"So there are more {fewer} shapes."]
+    wrong_steps = [
+        steps[0],
+        f"{more}图形比{fewer}图形少。" if zh else f"There look to be fewer {more} shapes than {fewer} shapes.",
+        f"所以{fewer}图形更多。" if zh else f"So there are more {fewer} shapes.",
+    ]
     code, expect = agentic_code(ask, None, (na, nb))
-    before = [steps[0], "我用代码按颜色数连通的块。" if zh else "I will count the connected pieces of each colour with code."]
-    after = [f"代码数出{wa}{na}个、{wb}{nb}个。" if zh else f"The code counts {na} {wa} and {nb} {wb} pieces.",
-             f"所以{more}图形更多。" if zh else f"So there are more {more} shapes."]
+    before = [
+        steps[0],
+        "我用代码按颜色数连通的块。" if zh else "I will count the connected pieces of each colour with code.",
+    ]
+    after = [
+        f"代码数出{wa}{na}个、{wb}{nb}个。" if zh else f"The code counts {na} {wa} and {nb} {wb} pieces.",
+        f"所以{more}图形更多。" if zh else f"So there are more {more} shapes.",
+    ]
     simple = len(shapes) <= 6
-    analysis = (f"图中只有{len(shapes)}个图形" if zh else f"Only {len(shapes)} shapes are shown") if simple else \
-        (f"图中有{len(shapes)}个图形，两种颜色都要数清楚" if zh else f"There are {len(shapes)} shapes and both colours need a careful count")
+    analysis = (
+        (f"图中只有{len(shapes)}个图形" if zh else f"Only {len(shapes)} shapes are shown")
+        if simple
+        else (
+            f"图中有{len(shapes)}个图形，两种颜色都要数清楚"
+            if zh
+            else f"There are {len(shapes)} shapes and both colours need a careful count"
+        )
+    )
     return Task(
-        kind=KIND, seed=seed, lang=lang, images=[image], question=question, answer=more, answer_kind="choice",
-        steps=steps, agentic_code=code, task_type="reasoning~counting~shapes", agentic_before=before,
-        agentic_after=after, agentic_expect=expect, distractor=fewer, wrong_steps=wrong_steps, simple=simple,
-        analysis=analysis, choices=[wa, wb], meta={"ask": ask, "shapes": len(shapes), "lettering": [], "size": [w, h]},
+        kind=KIND,
+        seed=seed,
+        lang=lang,
+        images=[image],
+        question=question,
+        answer=more,
+        answer_kind="choice",
+        steps=steps,
+        agentic_code=code,
+        task_type="reasoning~counting~shapes",
+        agentic_before=before,
+        agentic_after=after,
+        agentic_expect=expect,
+        distractor=fewer,
+        wrong_steps=wrong_steps,
+        simple=simple,
+        analysis=analysis,
+        choices=[wa, wb],
+        meta={"ask": ask, "shapes": len(shapes), "lettering": [], "size": [w, h]},
     )
 
 

@@ -19,20 +19,35 @@ def orientation(angle: int, lang: str) -> tuple[str, str]:
     """(how the text lies, how to turn it back) for a counterclockwise rotation of `angle` degrees."""
     zh = lang == "zh"
     if angle == 90:
-        return ("文字从下往上排，是逆时针转了90度" if zh else "the line runs from bottom to top: it is turned 90° counterclockwise",
-                "顺时针转90度" if zh else "turn it 90° clockwise")
+        return (
+            "文字从下往上排，是逆时针转了90度"
+            if zh
+            else "the line runs from bottom to top: it is turned 90° counterclockwise",
+            "顺时针转90度" if zh else "turn it 90° clockwise",
+        )
     if angle == 270:
-        return ("文字从上往下排，是顺时针转了90度" if zh else "the line runs from top to bottom: it is turned 90° clockwise",
-                "逆时针转90度" if zh else "turn it 90° counterclockwise")
+        return (
+            "文字从上往下排，是顺时针转了90度"
+            if zh
+            else "the line runs from top to bottom: it is turned 90° clockwise",
+            "逆时针转90度" if zh else "turn it 90° counterclockwise",
+        )
     if angle == 180:
-        return ("文字上下颠倒，转了180度" if zh else "the text is upside down: it is turned 180°",
-                "转180度" if zh else "turn it 180°")
+        return (
+            "文字上下颠倒，转了180度" if zh else "the text is upside down: it is turned 180°",
+            "转180度" if zh else "turn it 180°",
+        )
     ccw = angle < 180
     degrees = angle if ccw else 360 - angle
     if zh:
-        return (f"文字倾斜，大约{'逆' if ccw else '顺'}时针转了{degrees}度", f"{'顺' if ccw else '逆'}时针转{degrees}度")
-    return (f"the line is tilted about {degrees}° {'counterclockwise' if ccw else 'clockwise'}",
-            f"turn it {degrees}° {'clockwise' if ccw else 'counterclockwise'}")
+        return (
+            f"文字倾斜，大约{'逆' if ccw else '顺'}时针转了{degrees}度",
+            f"{'顺' if ccw else '逆'}时针转{degrees}度",
+        )
+    return (
+        f"the line is tilted about {degrees}° {'counterclockwise' if ccw else 'clockwise'}",
+        f"turn it {degrees}° {'clockwise' if ccw else 'counterclockwise'}",
+    )
 
 
 def generate(seed: int, lang: str) -> Task:
@@ -62,37 +77,76 @@ def generate(seed: int, lang: str) -> Task:
     image = encode_jpeg(canvas, quality=rng.randint(88, 95))
 
     lies, back = orientation(angle, lang)
-    question = rng.choice(["图中旋转的文字写的是什么？", "读出图中卡片上的文字。"] if zh
-                          else ["What does the rotated text in the image say?", "Read the text on the card in this image."])
+    question = rng.choice(
+        ["图中旋转的文字写的是什么？", "读出图中卡片上的文字。"]
+        if zh
+        else ["What does the rotated text in the image say?", "Read the text on the card in this image."]
+    )
     steps = [
         f"图中卡片上的{lies}。" if zh else f"The card in the image holds one line of text; {lies}.",
         f"把它{back}，文字就变成水平的了。" if zh else f"If I {back}, the line becomes horizontal.",
-        f"逐字读：{texts.spelled(text, lang)}。" if zh else f"Reading it letter by letter: {texts.spelled(text, lang)}.",
+        f"逐字读：{texts.spelled(text, lang)}。"
+        if zh
+        else f"Reading it letter by letter: {texts.spelled(text, lang)}.",
         f"所以文字是“{text}”。" if zh else f'So the text says "{text}".',
     ]
     wrong = texts.misread(rng, text)
     wrong_steps = steps[:2] + [
-        f"逐字读：{texts.spelled(wrong, lang)}。" if zh else f"Reading it letter by letter: {texts.spelled(wrong, lang)}.",
+        f"逐字读：{texts.spelled(wrong, lang)}。"
+        if zh
+        else f"Reading it letter by letter: {texts.spelled(wrong, lang)}.",
         f"所以文字是“{wrong}”。" if zh else f'So the text says "{wrong}".',
     ]
     code = CODE.format(angle=angle)
-    before = [steps[0], f"我用代码把图{back}，再裁出文字部分。" if zh
-              else f"I will {back} with code and crop to the text to read it straight."]
-    after = [f"转正后的图片上写着“{text}”。" if zh else f'The straightened crop reads "{text}".',
-             f"所以文字是“{text}”。" if zh else f'So the text says "{text}".']
+    before = [
+        steps[0],
+        f"我用代码把图{back}，再裁出文字部分。"
+        if zh
+        else f"I will {back} with code and crop to the text to read it straight.",
+    ]
+    after = [
+        f"转正后的图片上写着“{text}”。" if zh else f'The straightened crop reads "{text}".',
+        f"所以文字是“{text}”。" if zh else f'So the text says "{text}".',
+    ]
     simple = angle == 180 and len(text) <= 6
-    analysis = ("文字只是上下颠倒，而且很短" if zh else "The text is short and only upside down") if simple else \
-        (f"文字{lies}，需要先想清楚方向再读" if zh else f"In this image {lies}, so the direction needs working out before reading")
+    analysis = (
+        ("文字只是上下颠倒，而且很短" if zh else "The text is short and only upside down")
+        if simple
+        else (
+            f"文字{lies}，需要先想清楚方向再读"
+            if zh
+            else f"In this image {lies}, so the direction needs working out before reading"
+        )
+    )
     return Task(
-        kind=KIND, seed=seed, lang=lang, images=[image], question=question, answer=text, answer_kind="text",
-        steps=steps, agentic_code=code, task_type="perception~ocr~rotated_text", agentic_before=before,
-        agentic_after=after, agentic_expect="saved straight.png", distractor=wrong, wrong_steps=wrong_steps,
-        simple=simple, analysis=analysis, meta={"ask": {"read": "rotated line"}, "lettering": [[face.name, text]], "font_size": size,
-              "angle": angle, "size": [w, h]},
+        kind=KIND,
+        seed=seed,
+        lang=lang,
+        images=[image],
+        question=question,
+        answer=text,
+        answer_kind="text",
+        steps=steps,
+        agentic_code=code,
+        task_type="perception~ocr~rotated_text",
+        agentic_before=before,
+        agentic_after=after,
+        agentic_expect="saved straight.png",
+        distractor=wrong,
+        wrong_steps=wrong_steps,
+        simple=simple,
+        analysis=analysis,
+        meta={
+            "ask": {"read": "rotated line"},
+            "lettering": [[face.name, text]],
+            "font_size": size,
+            "angle": angle,
+            "size": [w, h],
+        },
     )
 
 
-CODE = '''import numpy as np
+CODE = """import numpy as np
 from PIL import Image
 
 img = Image.open("image_0.jpg").convert("RGB")
@@ -106,4 +160,4 @@ print(f"ink box after turning: ({{x0}}, {{y0}})-({{x1}}, {{y1}})")
 crop = straight.crop((x0, y0, x1, y1))
 crop.save("straight.png")
 print(f"saved straight.png ({{crop.width}} x {{crop.height}})")
-'''
+"""

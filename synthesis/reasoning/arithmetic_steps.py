@@ -88,14 +88,8 @@ def multiplication(a: int, b: int, lang: str, slip: bool = False) -> tuple[list[
 def division(a: int, b: int, lang: str, slip: bool = False) -> tuple[list[str], int]:
     """a / b (exact) by the matching product; with slip the quotient is one too large."""
     q = a // b + (1 if slip else 0)
-    return (
-        [
-            f"因为{b} × {q} = {a}，" + f"所以{a} ÷ {b} = {q}。"
-            if lang == "zh"
-            else f"Since {b} × {q} = {a}, {a} ÷ {b} = {q}."
-        ],
-        q,
-    )
+    step = f"{b}乘几等于{a}？{b} × {q} = {a}。" if lang == "zh" else f"What times {b} gives {a}? {b} × {q} = {a}."
+    return [step], q
 
 
 def worked(a: int, op: str, b: int, lang: str, slip: bool = False) -> tuple[list[str], int]:

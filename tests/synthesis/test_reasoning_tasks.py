@@ -8,7 +8,10 @@ import ast
 import dataclasses
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -68,6 +71,19 @@ def test_checks_refuse_the_typical_wrong_answer(kind):
         assert not ok, f"{kind} {lang}: the check accepted {task.distractor!r} (right: {task.answer!r}): {how}"
 
 
+DIGEST = """
+import hashlib, sys
+from synthesis.reasoning import TASK_KINDS, make_task
+h = hashlib.sha256()
+for kind in TASK_KINDS:
+    for lang in ("en", "zh"):
+        task = make_task(kind, 7, lang)
+        for data in [*task.images, task.question, task.answer, *task.steps, task.agentic_code]:
+            h.update(data if isinstance(data, bytes) else data.encode())
+print(h.hexdigest())
+"""
+
+
 def test_same_seed_same_bytes_other_seed_other_task():
     for kind in TASK_KINDS:
         for lang in LANGS:
@@ -75,6 +91,19 @@ def test_same_seed_same_bytes_other_seed_other_task():
             assert a == b
             assert mode_row(a, "think", TEMPLATES) == mode_row(b, "think", TEMPLATES)
             assert make_task(kind, 8, lang).images != a.images
+    # and in other processes with other hash seeds (Spark's Python workers)
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", DIGEST],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1
 
 
 def test_both_languages_render_without_tofu():

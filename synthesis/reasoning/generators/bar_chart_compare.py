@@ -136,15 +136,23 @@ def answer_of(chart: Chart, ask: dict, values: list[int] | None = None) -> tuple
 
 
 def misread(chart: Chart, ask: dict) -> list[int]:
-    """The values with one bar misread, so that the answer changes."""
+    """The values with one bar misread by a gridline or more (never off the axis), so that the
+    answer changes."""
     values = list(chart.values)
     order = sorted(range(len(values)), key=values.__getitem__)
-    if ask["form"] == "max":  # the runner-up read above the highest
-        values[order[-2]] = values[order[-1]] + chart.step
-    elif ask["form"] == "min":  # the lowest read above the next one
-        values[order[0]] = values[order[1]] + chart.step
-    elif ask["form"] in ("diff", "sum"):
-        values[chart.labels.index(ask["a"])] += chart.step
+    if ask["form"] == "max":  # the runner-up read above the highest, or the highest below it
+        if values[order[-1]] + chart.step <= chart.top:
+            values[order[-2]] = values[order[-1]] + chart.step
+        else:
+            values[order[-1]] = values[order[-2]] - chart.step
+    elif ask["form"] == "min":  # the lowest read above the next one, or the next one below it
+        if values[order[1]] + chart.step <= chart.top:
+            values[order[0]] = values[order[1]] + chart.step
+        else:
+            values[order[1]] = values[order[0]] - chart.step
+    elif ask["form"] in ("diff", "sum"):  # the first named bar one gridline off
+        i = chart.labels.index(ask["a"])
+        values[i] += chart.step if values[i] + chart.step <= chart.top else -chart.step
     else:  # the bar nearest the line read on its other side
         i = min(range(len(values)), key=lambda j: abs(values[j] - ask["line"]))
         values[i] = ask["line"] + chart.step if values[i] < ask["line"] else ask["line"] - chart.step

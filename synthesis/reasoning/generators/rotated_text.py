@@ -113,7 +113,7 @@ def generate(seed: int, lang: str) -> Task:
         ("文字只是上下颠倒，而且很短" if zh else "The text is short and only upside down")
         if simple
         else (
-            f"文字{lies}，需要先想清楚方向再读"
+            f"{lies}，需要先想清楚方向再读"
             if zh
             else f"In this image {lies}, so the direction needs working out before reading"
         )

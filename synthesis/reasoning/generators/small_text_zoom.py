@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 from synthesis.reasoning import drawing, lettering, palette, texts, where
+from synthesis.reasoning.normalise import text_key
 from synthesis.reasoning.task import Task, encode_png, task_rng
 
 KIND = "small_text_zoom"
@@ -51,6 +52,8 @@ def generate(seed: int, lang: str) -> Task:
     lettering_used = []
     for colour in colours:
         text = texts.reading(rng, lang)
+        while any(text_key(text) == text_key(n.text) for n in notes):  # every note says something else
+            text = texts.reading(rng, lang)
         face = lettering.pick(rng, text)
         font = lettering.load(face, rng.randint(12, 13) if zh else rng.randint(10, 12))
         lettering_used.append([face.name, text])

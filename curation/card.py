@@ -145,7 +145,7 @@ def _sections(manifest: dict, funnel: dict | None, step_stats: dict | None, stat
             reasons = ", ".join(f"{r}: {n}" for r, n in step["rejected"].items()) or "-"
             rows.append((step["step"], step["in"], step["out"], step["in"] - step["out"], reasons))
         sections.append(("Funnel", [f"{funnel['input_rows']:,} rows in, {funnel['kept_rows']:,} kept."], rows, plots.get("funnel")))
-    if step_stats and step_stats.get("steps"):
+    if step_stats:
         sections.append(_steps_section(step_stats))
     if rejects["by_reason"]:
         rows = [("step", "reason", "rows", "examples (origin: detail)")]
@@ -194,7 +194,7 @@ def _steps_section(step_stats: dict) -> tuple:
     """Each step's time, whether its result was reused from an earlier run, its rows, and its own
     statistics (nested ones flattened as `a.b: value`). Anything else the runner records, per step
     or for the job, is shown as well, flattened the same way, rather than dropped."""
-    steps = step_stats["steps"]
+    steps = step_stats.get("steps") or []
     rows = [("step", "seconds", "reused", "rows in", "rows out", "statistics")]
     for step in steps:
         extra = {key: value for key, value in step.items() if key not in STEP_COLUMNS}
@@ -218,7 +218,7 @@ def _steps_section(step_stats: dict) -> tuple:
         if key not in ("job", "seconds", "steps"):
             shown = ", ".join(f"{k}: {v}" for k, v in _flatten(value)) if isinstance(value, dict) else _readable(value)
             paragraphs.append(f"`{key}`: {shown or '-'}")
-    return ("Steps", paragraphs, rows, None)
+    return ("Steps", paragraphs, rows if steps else None, None)
 
 
 def _seconds(value) -> str:

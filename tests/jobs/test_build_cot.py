@@ -1,0 +1,119 @@
+"""`jobs/build_cot.py`: six complete folders of reasoning data, every agentic row's code printing
+exactly its <sandbox_output> when run again in the sandbox, a teacher's replies kept only when
+right, and the cold start drawing the modes by their weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from tests.jobs.cot_helpers import TeacherServer
+
+from curation import config as configuration
+from curation import schema
+from curation.schema.manifest import list_shards, read_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODES = ["think", "no_think", "auto_think", "agentic"]
+
+
+@pytest.fixture(scope="module")
+def cot(spark, tmp_path_factory):
+    from jobs.build_cot import BuildCotConfig, run
+
+    out = tmp_path_factory.mktemp("cot") / "cot"
+    run(configuration.load(BuildCotConfig, [f"output={out}", "synthetic.count=18"]), spark)
+    return out
+
+
+def rows(folder: Path) -> list[dict]:
+    return [r for shard in list_shards(folder) for r in pq.read_table(shard.path).to_pylist()]
+
+
+def test_six_complete_folders_whose_funnels_balance(cot):
+    for name in [*MODES, "preference", "rl"]:
+        folder = cot / name
+        manifest = read_manifest(folder)
+        funnel = json.loads((folder / "_funnel.json").read_text())
+        assert funnel["input_rows"] == 18 == manifest["rows"] + manifest["rejects"]["rows"]
+        assert manifest["rows"] >= 12, (name, funnel)  # a few may be refused by their checks, with a reason
+        table = pq.read_table(list_shards(folder)[0].path)
+        assert schema.validate_table(table) == {}
+        stats = json.loads((folder / "_stats.json").read_text())
+        assert stats["contents"]["rows"] == manifest["rows"] and len(stats["contents"]["task"]) >= 5
+        assert set(stats["contents"]["lang"]) == {"en", "zh"}
+        assert "## Steps" in (folder / "card" / "README.md").read_text()
+    for mode in MODES:
+        assert {r["think_mode"] for r in rows(cot / mode)} == {mode}
+    assert all(r["rejected"] and r["rejected"] != r["messages"] and json.loads(r["extra"])["corruption"] for r in rows(cot / "preference"))
+    assert all(r["answer"] and [m["role"] for m in r["messages"]] == ["user"] for r in rows(cot / "rl"))
+
+
+def test_every_agentic_row_prints_its_sandbox_output_when_run_again(cot):
+    from synthesis.cot.teacher import code_and_outputs
+    from synthesis.reasoning import input_files
+    from synthesis.sandbox import run_python
+
+    agentic = rows(cot / "agentic")
+    assert agentic
+    for row in agentic:
+        reply = "".join(p["text"] or "" for m in row["messages"] if m["role"] == "assistant" for p in m["content"] if p["type"] == "text")
+        blocks = code_and_outputs(reply)
+        assert blocks, reply[:200]
+        inputs = json.loads(row["extra"])["agentic"]["input_images"]
+        files = input_files([image["bytes"] for image in row["images"][:inputs]])
+        for code, shown in blocks:
+            result = run_python(code, files=files)
+            assert result.ok and result.stdout == shown, (result.reason, result.stdout[:200], shown[:200])
+
+
+def test_a_teacher_is_kept_only_when_right_and_its_code_prints_what_it_says(cot, spark, tmp_path):
+    from jobs.build_cot import BuildCotConfig, run
+
+    prompts = rows(cot / "rl")
+    known = {p["content"][-1]["text"].strip(): r["answer"] for r in prompts[:8] for p in r["messages"]}
+    with TeacherServer(known) as teacher:
+        out = tmp_path / "taught"
+        cfg = configuration.load(BuildCotConfig, [
+            f"output={out}", "synthetic.count=0", f"prompts={cot / 'rl'}", "teacher.enabled=true",
+            f"teacher.client.base_urls={teacher.url}", "teacher.client.model=scripted", "teacher.samples=3",
+            "folders=think,no_think,auto_think,agentic",
+        ])
+        run(cfg, spark)
+    for mode in MODES:
+        kept, funnel = rows(out / mode), json.loads((out / mode / "_funnel.json").read_text())
+        assert funnel["input_rows"] == len(prompts)
+        assert len(kept) == 8, mode  # exactly the prompts whose answer the teacher knows
+        for row in kept:
+            extra = json.loads(row["extra"])
+            assert extra["replies_asked"] == 3 and extra["replies_correct"] >= 1 and extra["teacher"] == "scripted"
+            reply = row["messages"][-1]["content"][0]["text"]
+            assert "999" not in reply and "something else" not in reply  # the wrong and the lying replies
+        refused = pq.read_table(out / mode / "_rejects").to_pylist()
+        assert {r["reason"] for r in refused} == {"no_correct_reply"} and len(refused) == len(prompts) - 8
+    # shortest of the right ones
+    think = rows(out / "think")[0]["messages"][-1]["content"][0]["text"]
+    assert think.startswith("<think>Counted.</think>")
+
+
+def test_the_cold_start_draws_the_modes_by_their_weights(cot, tmp_path):
+    """Over 200+ drawn samples the logged mode fractions are within 0.05 of the stage's weights."""
+    data = ",".join(str(cot / m) for m in MODES)
+    out = tmp_path / "train"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    cmd = [sys.executable, "-m", "training.launch", "stage=cot_coldstart", f"data={data}", f"output={out}",
+           "max_steps=20", "micro_batches=4", "max_tokens=1024", "export=false", "optimizer.lr=0"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    weights = dict(zip(MODES, [0.4, 0.3, 0.2, 0.1]))
+    drawn = {name.split("/")[-1]: value for name, value in last.items() if name.startswith("mix/")}
+    samples = sum(json.loads(line).get("samples", 0) for line in (out / "metrics.jsonl").read_text().splitlines())
+    assert set(drawn) == set(MODES), last
+    for mode, weight in weights.items():
+        assert abs(drawn[mode] - weight) <= 0.05, (mode, drawn, samples)

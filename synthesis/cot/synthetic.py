@@ -30,7 +30,7 @@ FOLDERS = ("think", "no_think", "auto_think", "agentic", "preference", "rl")
 
 @dataclass
 class SyntheticConfig:
-    count: int = 48  # samples per output folder
+    count: int = 24  # samples per output folder (the demo's; set count for real data)
     seed: int = 0
     kinds: list[str] = field(default_factory=list)  # empty: every kind synthesis.reasoning has
     languages: dict[Literal["en", "zh"], float] = field(default_factory=lambda: {"en": 0.5, "zh": 0.5})

@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pyspark.sql import functions as F
 
@@ -40,15 +41,17 @@ from curation.writer import WriterConfig, code_version, prepare_folder, write_ou
 from synthesis.cot.describe import describe
 from synthesis.cot.synthetic import FOLDERS, STEP, SyntheticConfig, synthetic_plan
 from synthesis.cot.teacher import FOLDER, TeacherConfig, prompt_rows, teacher_frame
-from synthesis.sandbox import SandboxConfig
 
 
 @dataclass
-class BuildCotConfig:
+class BuildCotConfig(SyntheticConfig):
+    """The synthetic settings (count, seed, kinds, languages, templates, sandbox, ...) and these."""
+
     output: str = "out/cot"
-    folders: list[str] = field(default_factory=lambda: list(FOLDERS))  # which of the six to write
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    # which of the six to write
+    folders: list[Literal["think", "no_think", "auto_think", "agentic", "preference", "rl"]] = field(
+        default_factory=lambda: list(FOLDERS)
+    )
     prompts: list[str] = field(default_factory=list)  # shard folders of prompts with answers (teacher)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
@@ -62,14 +65,14 @@ def run(cfg: BuildCotConfig, spark=None) -> dict[str, dict]:
     if cfg.teacher.enabled and not cfg.prompts:
         raise configuration.ConfigError("teacher.enabled=true needs prompts=DIR[,DIR...] (shard folders with answers)")
     spark = spark or session("keyeforge build_cot")
-    synthetic = dataclasses.replace(cfg.synthetic, sandbox=cfg.sandbox)
+    synthetic = SyntheticConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SyntheticConfig)})
     teacher = _teacher_rows(spark, cfg) if cfg.teacher.enabled else None
     started = time.time()
     manifests = {}
     for folder in cfg.folders:
         out = Path(cfg.output) / folder
         prepare_folder(out)
-        sources = [synthetic_plan(spark, folder, synthetic)] if cfg.synthetic.count > 0 else []
+        sources = [synthetic_plan(spark, folder, synthetic)] if cfg.count > 0 else []
         names = [STEP] if sources else []
         key_parts = ["build_cot", folder, code_version(), dataclasses.asdict(synthetic)]
         if teacher is not None and folder in cfg.teacher.modes:
@@ -98,7 +101,7 @@ def _teacher_rows(spark, cfg: BuildCotConfig):
                    dataclasses.asdict(cfg.sandbox))
     record = work.find("rows", key)
     if record is None:
-        frame = teacher_frame(prompt_rows(spark, cfg.prompts), cfg.teacher, cfg.sandbox, cfg.synthetic.templates)
+        frame = teacher_frame(prompt_rows(spark, cfg.prompts), cfg.teacher, cfg.sandbox, cfg.templates)
         record = work.write_rows("rows", key, frame)
     return work.read_rows(spark, record).drop("_row", "_bytes")
 

@@ -113,6 +113,7 @@ def test_every_build_pretrain_step_is_switched_off_by_its_own_key():
 
 def _config_roots():
     """Every configuration a user types keys into: the jobs', the training stage's, the merge's."""
+    from jobs.build_cot import BuildCotConfig
     from jobs.build_pretrain import BuildPretrainConfig
     from jobs.dedup import DedupJobConfig
     from jobs.extract_ocr import ExtractJobConfig
@@ -120,7 +121,7 @@ def _config_roots():
     from training.merge import MergeConfig
     from training.stages import StageConfig
 
-    return [BuildPretrainConfig, DedupJobConfig, ExtractJobConfig, RenderJobConfig, StageConfig, MergeConfig]
+    return [BuildPretrainConfig, BuildCotConfig, DedupJobConfig, ExtractJobConfig, RenderJobConfig, StageConfig, MergeConfig]
 
 
 def _choice_fields(cls, prefix=""):
@@ -169,6 +170,7 @@ def test_every_choice_rejects_a_typo_at_parse_time_naming_the_valid_values():
     # the choices this test must see (a Literal turned back into str would drop out of the count)
     keys_seen = {key for root in _config_roots() for key, _, _ in _choice_fields(root)}
     for key in ("near_dedup.verify", "near_dedup.script", "clip.mode", "clip.precision", "writer.compression",
-                "engine.name", "layout.weights", "task", "precision", "schedule.name"):
+                "engine.name", "layout.weights", "task", "precision", "schedule.name", "folders", "sandbox.mode",
+                "teacher.client.backend", "teacher.keep"):
         assert key in keys_seen, key
     assert found >= 15

@@ -27,7 +27,7 @@ def cot(spark, tmp_path_factory):
     from jobs.build_cot import BuildCotConfig, run
 
     out = tmp_path_factory.mktemp("cot") / "cot"
-    run(configuration.load(BuildCotConfig, [f"output={out}", "synthetic.count=18"]), spark)
+    run(configuration.load(BuildCotConfig, [f"output={out}", "count=18"]), spark)
     return out
 
 
@@ -80,7 +80,7 @@ def test_a_teacher_is_kept_only_when_right_and_its_code_prints_what_it_says(cot,
     with TeacherServer(known) as teacher:
         out = tmp_path / "taught"
         cfg = configuration.load(BuildCotConfig, [
-            f"output={out}", "synthetic.count=0", f"prompts={cot / 'rl'}", "teacher.enabled=true",
+            f"output={out}", "count=0", f"prompts={cot / 'rl'}", "teacher.enabled=true",
             f"teacher.client.base_urls={teacher.url}", "teacher.client.model=scripted", "teacher.samples=3",
             "folders=think,no_think,auto_think,agentic",
         ])

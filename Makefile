@@ -63,10 +63,11 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 # Spark's environment script (configs/spark/spark-env.sh: a local driver's heap chosen from the
-# machine) goes where the venv's spark-submit reads it: pyspark's own conf folder.
+# machine) goes where the venv's spark-submit reads it: pyspark's own conf folder, with the empty
+# `classpath/` folder the script points the JVM's classpath at (class-data sharing needs it empty).
 $(SPARK_ENV_STAMP): configs/spark/spark-env.sh $(STAMP)
 	conf=$$($(PY) -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "conf"))'); \
-		mkdir -p "$$conf" && cp configs/spark/spark-env.sh "$$conf/spark-env.sh"
+		mkdir -p "$$conf/classpath" && cp configs/spark/spark-env.sh "$$conf/spark-env.sh"
 	touch $@
 
 # Re-resolve both locks from their requirements (pyproject.toml's dependencies and test extra;

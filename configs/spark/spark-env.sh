@@ -59,3 +59,20 @@ if [ -z "${SPARK_DRIVER_MEMORY:-}" ]; then
   esac
   unset _kf_master _kf_given _kf_previous _kf_arg _kf_defaults _kf_mib _kf_limit
 fi
+
+# Java's class-data sharing (make's `.spark-cds` archive) refuses a classpath holding a non-empty
+# directory, and Spark's launcher puts SPARK_CONF_DIR on the classpath: with this file in it, the
+# archive could be neither recorded nor used. When the conf folder is the venv's own and holds
+# nothing but this script (what set-up leaves: pyspark ships no conf), point Spark at its empty
+# `classpath/` subfolder instead: Spark finds no spark-defaults.conf or log4j2.properties either way,
+# so nothing changes but the classpath. A folder holding a user's files, or a SPARK_CONF_DIR the user
+# set, is used as it is.
+if [ -n "${SPARK_HOME:-}" ] && [ "${SPARK_CONF_DIR:-}" = "${SPARK_HOME}/conf" ] && [ -d "${SPARK_HOME}/conf/classpath" ]; then
+  _kf_entries="$(cd "${SPARK_HOME}/conf" && ls -A | tr '\n' ' ')"
+  _kf_inside="$(ls -A "${SPARK_HOME}/conf/classpath")"
+  if [ "$_kf_entries" = "classpath spark-env.sh " ] && [ -z "$_kf_inside" ]; then
+    SPARK_CONF_DIR="${SPARK_HOME}/conf/classpath"
+    export SPARK_CONF_DIR
+  fi
+  unset _kf_entries _kf_inside
+fi

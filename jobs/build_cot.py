@@ -15,7 +15,7 @@ With no arguments every folder holds `count` samples of the verifiable synthetic
 answer confirmed by a check independent of its generator, in English and Chinese; agentic samples
 run their code in the sandbox (synthesis.sandbox) and show exactly what it printed. With
 `teacher.enabled=true` a model (synthesis.model_client) also answers the prompts of `prompts=`
-(shard folders of rows with an `answer`) in each mode, and only replies with the right answer
+(shard folders of rows with an `answer`, or JSONL: synthesis.cot.prompts) in each mode, and only replies with the right answer
 are kept. Each folder is a complete output folder: shards, rejects with reasons, funnel, stats
 and a card with the tasks, languages, decisions and reply lengths it holds.
 """
@@ -40,7 +40,8 @@ from curation.workdir import WorkFolder, hash_key
 from curation.writer import WriterConfig, code_version, prepare_folder, write_output
 from synthesis.cot.describe import describe
 from synthesis.cot.synthetic import FOLDERS, STEP, SyntheticConfig, synthetic_plan
-from synthesis.cot.teacher import FOLDER, TeacherConfig, prompt_rows, teacher_frame
+from synthesis.cot.prompts import prompt_rows
+from synthesis.cot.teacher import FOLDER, TeacherConfig, teacher_frame
 
 
 @dataclass
@@ -52,7 +53,7 @@ class BuildCotConfig(SyntheticConfig):
     folders: list[Literal["think", "no_think", "auto_think", "agentic", "preference", "rl"]] = field(
         default_factory=lambda: list(FOLDERS)
     )
-    prompts: list[str] = field(default_factory=list)  # shard folders of prompts with answers (teacher)
+    prompts: list[str] = field(default_factory=list)  # shard folders or JSONL files of prompts with answers (teacher)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     card: bool = True
@@ -63,7 +64,7 @@ def run(cfg: BuildCotConfig, spark=None) -> dict[str, dict]:
     if unknown:
         raise configuration.ConfigError(f"folders: unknown {sorted(unknown)}; valid: {', '.join(FOLDERS)}")
     if cfg.teacher.enabled and not cfg.prompts:
-        raise configuration.ConfigError("teacher.enabled=true needs prompts=DIR[,DIR...] (shard folders with answers)")
+        raise configuration.ConfigError("teacher.enabled=true needs prompts=PATH[,PATH...] (shard folders or JSONL with answers)")
     spark = spark or session("keyeforge build_cot")
     synthetic = SyntheticConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SyntheticConfig)})
     teacher = _teacher_rows(spark, cfg) if cfg.teacher.enabled else None

@@ -15,7 +15,12 @@ LENGTH_BUCKETS = (0, 100, 200, 400, 800, 1600, 3200, 6400)
 
 
 def describe(frame: DataFrame) -> dict:
-    """Counts over the kept rows of a marked frame (narrow columns only)."""
+    """Counts over the kept rows of a marked frame (narrow columns only), and how many samples
+    each check passed."""
+    refusals = {
+        r["reason"]: r["count"]
+        for r in frame.where(~is_kept()).groupBy(F.col("_reject.reason").alias("reason")).count().collect()
+    }
     kept = frame.where(is_kept())
     extra = F.col("extra")
     reply = F.array_join(
@@ -34,6 +39,11 @@ def describe(frame: DataFrame) -> dict:
     )
     counts = narrow.groupBy("task", "lang", "mode", "decision", "corruption", F.col("teacher").isNotNull().alias("from_teacher")).count().collect()
     out: dict = {"rows": sum(r["count"] for r in counts)}
+    if refusals:
+        out["refused_by_reason"] = dict(sorted(refusals.items()))
+    checked = out["rows"] + sum(refusals.values()) - refusals.get("generator_error", 0)  # every check ran
+    if checked:
+        out["answer_check_pass_rate"] = round(1 - refusals.get("answer_check_failed", 0) / checked, 4)
     for name in ("task", "lang", "mode", "decision", "corruption", "from_teacher"):
         tally: dict[str, int] = {}
         for r in counts:

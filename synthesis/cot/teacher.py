@@ -1,8 +1,8 @@
 """A teacher model's reasoning on the user's prompts: prompts x modes -> the model client -> replies
 checked against each prompt's answer -> rows of the mode's folder.
 
-Prompts are rows of keyeforge shard folders that carry an answer (`rl` rows, or any row with
-`answer` set): their user turns (images and text) are the prompt. For each prompt and mode the
+Prompts (`synthesis.cot.prompts`) are rows that carry an answer, from shard folders or JSONL:
+their user turns (images and text) are the prompt. For each prompt and mode the
 client asks for `samples` replies, with a system prompt that states the mode's format and the
 mode's switch at the end of the user text. A reply is kept when `extract_answer` finds its final
 answer and `answers_match` says it equals the reference (math-verify for math, normalised match
@@ -58,22 +58,18 @@ class TeacherConfig:
     system: dict[Mode, str] = field(default_factory=lambda: dict(DEFAULT_SYSTEM))
 
 
-def prompt_rows(spark, folders: list[str]) -> DataFrame:
-    """The rows of `folders` (complete keyeforge outputs) that carry an answer."""
-    from curation.schema.manifest import shard_paths
-
-    files = [str(p) for folder in folders for p in shard_paths(folder)]
-    rows = spark.read.schema(from_arrow_schema(schema.SCHEMA)).parquet(*files)
-    return rows.where(F.col("answer").isNotNull())
-
-
 def teacher_frame(prompts: DataFrame, cfg: TeacherConfig, sandbox: SandboxConfig, templates: str) -> DataFrame:
-    """Every (prompt, mode) through the client: kept rows and refusals (ROW_SCHEMA + `_folder`)."""
-    modes = prompts.sparkSession.createDataFrame([(m,) for m in cfg.modes], f"{FOLDER} string")
-    pairs = prompts.crossJoin(modes)
+    """Every (prompt, mode) through the client: kept rows and refusals (ROW_SCHEMA + `_folder`).
+    `prompts` come from `synthesis.cot.prompts.prompt_rows`: a prompt refused there (a bad line)
+    is a refused row in every mode's folder, with its reason."""
+    spark = prompts.sparkSession
+    modes = spark.createDataFrame([(m,) for m in cfg.modes], f"{FOLDER} string")
     out_schema = from_arrow_schema(ROW_SCHEMA).add(FOLDER, "string")
+    good = prompts.where(F.col(REJECT).isNull()).drop(REJECT).crossJoin(modes)
+    bad = prompts.where(F.col(REJECT).isNotNull()).crossJoin(modes).select(*out_schema.fieldNames())
     client = dataclasses.replace(cfg.client, n=cfg.samples)
-    return chat_frame(pairs, client, _Ask(cfg, templates), _Judge(cfg, sandbox), out_schema)
+    asked = chat_frame(good, client, _Ask(cfg, templates), _Judge(cfg, sandbox), out_schema)
+    return asked.unionByName(bad)
 
 
 def prompt_turns(row: dict) -> list[dict]:

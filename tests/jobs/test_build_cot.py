@@ -5,7 +5,6 @@ right, and the cold start drawing the modes by their weights."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from tests.jobs.cot_helpers import TeacherServer
+from tests.launch_helpers import fresh_shell_env
 
 from curation import config as configuration
 from curation import schema
@@ -105,7 +105,7 @@ def test_the_cold_start_draws_the_modes_by_their_weights(cot, tmp_path):
     """Over 200+ drawn samples the logged mode fractions are within 0.05 of the stage's weights."""
     data = ",".join(str(cot / m) for m in MODES)
     out = tmp_path / "train"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    env = fresh_shell_env(PYSPARK_PYTHON=sys.executable)
     cmd = [sys.executable, "-m", "training.launch", "stage=cot_coldstart", f"data={data}", f"output={out}",
            "max_steps=20", "micro_batches=4", "max_tokens=1024", "export=false", "optimizer.lr=0"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -117,3 +117,38 @@ def test_the_cold_start_draws_the_modes_by_their_weights(cot, tmp_path):
     assert set(drawn) == set(MODES), last
     for mode, weight in weights.items():
         assert abs(drawn[mode] - weight) <= 0.05, (mode, drawn, samples)
+
+
+def test_jsonl_prompts_and_their_bad_lines(spark, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from jobs.build_cot import BuildCotConfig, run
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="PNG")
+    inline = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "red.png").write_bytes(buf.getvalue())
+    lines = [
+        {"question": "What colour is the square?", "answer": "red", "image": inline},
+        {"question": "How many squares?", "answer": "1", "answer_kind": "number", "images": ["pics/red.png"]},
+        {"question": "Outside?", "answer": "x", "image": "../../etc/passwd"},
+        {"question": "Missing picture?", "answer": "x", "image": "pics/none.png"},
+        {"answer": "no question"},
+    ]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
+    with TeacherServer({"What colour is the square?": "red", "How many squares?": "1"}) as teacher:
+        cfg = configuration.load(BuildCotConfig, [
+            f"output={tmp_path / 'out'}", "count=0", f"prompts={prompts}", "teacher.enabled=true", "folders=think",
+            "teacher.modes=think", f"teacher.client.base_urls={teacher.url}", "teacher.client.model=scripted",
+            "teacher.samples=3",
+        ])
+        run(cfg, spark)
+    kept = rows(tmp_path / "out" / "think")
+    assert sorted(json.loads(r["extra"])["answer"] for r in kept) == ["1", "red"] and all(len(r["images"]) == 1 for r in kept)
+    reasons = sorted(r["reason"] for r in pq.read_table(tmp_path / "out" / "think" / "_rejects").to_pylist())
+    assert reasons == ["bad_prompt_line", "bad_prompt_line", "image_not_found", "unsafe_image_path"]

@@ -273,7 +273,7 @@ def train(cfg: StageConfig, engine, pipeline, metrics, tokenizer=None, peak_flop
         metrics.resume_at(start)  # what a killed run logged past its checkpoint is run again
         ledger.resume_at(start)
     steps = GlobalSteps(pipeline, cfg.micro_batches, cost, balance=cfg.balance, rank=rank, world=world)
-    mixture = Mixture(source_names or [])
+    mixture = Mixture(source_names or [], pipeline.reader.drawn)
     record = None
     while step < cfg.max_steps:
         started = time.perf_counter()

@@ -21,20 +21,27 @@ from training.data.balance import all_gather_lists
 
 
 class Mixture:
-    """Rows trained per data folder so far on this rank (since this process started): the mixture
-    as drawn, logged as `mix/NAME` fractions when there are several folders."""
+    """The data mixture on this rank since this process started, logged when there are several
+    folders: `mix/NAME`, the fractions of rows the reader drew from each folder (what the stage's
+    weights control: its low-discrepancy mix keeps any stretch of draws close to them), and
+    `trained_mix/NAME`, the fractions of rows trained so far. The two differ early in a run: the
+    shuffle buffer and the packer's look-ahead hold rows back (the packer places long samples
+    first), and they converge as the run goes on."""
 
-    def __init__(self, names: Sequence[str]):
-        self.names, self.rows = list(names), Counter()
+    def __init__(self, names: Sequence[str], drawn: Counter):
+        self.names, self.drawn, self.rows = list(names), drawn, Counter()
 
     def add(self, sequences: Sequence) -> None:
         self.rows.update(coord.source for batch in sequences for coord in batch.coords)
 
     def fractions(self) -> dict[str, float]:
-        seen = sum(self.rows.values())
-        if len(self.names) < 2 or not seen:
+        if len(self.names) < 2:
             return {}
-        return {f"mix/{self.names[source]}": n / seen for source, n in sorted(self.rows.items())}
+        out = {}
+        for prefix, counts in (("mix", self.drawn), ("trained_mix", self.rows)):
+            total = sum(counts.values())
+            out.update({f"{prefix}/{self.names[s]}": n / total for s, n in sorted(counts.items())} if total else {})
+        return out
 
 
 @dataclass

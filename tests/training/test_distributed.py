@@ -18,6 +18,7 @@ import pytest
 import torch
 from engine_helpers import assert_same_training, run_ranks
 from keye_helpers import tiny, training_rows, write_shards
+from tests.launch_helpers import fresh_shell_env
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,9 +28,7 @@ SGD = ("optimizer.name=sgd", "optimizer.lr=0.5", "optimizer.weight_decay=0")
 
 def launch(*args: str, wait: bool = True, **popen):
     """`python -m training.launch ARGS` as a user runs it (the environment of a fresh shell)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT",
-                                                             "MASTER_ADDR")}
-    env["TORCH_EXTENSIONS_DIR"] = str(REPO / ".torch_extensions")
+    env = fresh_shell_env()
     command = [sys.executable, "-m", "training.launch", *args]
     if not wait:
         return subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, **popen)

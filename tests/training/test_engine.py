@@ -243,6 +243,7 @@ def test_mixture_weights_are_honoured_and_logged(tmp_path, shard_folder):
     run(cfg)
     last = json.loads((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["mix/mix"] == 1.0 and "mix/rare" not in last
+    assert last["trained_mix/mix"] == 1.0 and "trained_mix/rare" not in last
 
 
 def test_two_ranks_equal_one_rank_with_two_micro_batches(tmp_path, shard_folder):

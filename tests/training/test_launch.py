@@ -4,7 +4,6 @@ in a subprocess that writes metrics.jsonl and an HF export that from_pretrained 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from keye_helpers import tiny, training_rows, write_shards
+from tests.launch_helpers import fresh_shell_env
 
 from curation.config import ConfigError
 from training.stages import PARTS, STAGES_DIR, TASK_PARTS, load_stage
@@ -93,9 +93,7 @@ def test_launch_writes_metrics_and_a_loadable_export(tmp_path):
 
     data = write_shards(tmp_path / "shards", training_rows())
     out = tmp_path / "run"
-    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(REPO / ".torch_extensions")}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
+    env = fresh_shell_env()
     proc = subprocess.run(
         [sys.executable, "-m", "training.launch", f"data={data}", f"output={out}", "max_steps=2", "max_tokens=256"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,

@@ -4,6 +4,7 @@ no process group), the mixture fractions, and which loss / gradient norms count 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -22,7 +23,7 @@ def sequence(real: int, slots: int, samples: int, sources: list[int]):
 def test_a_steps_record_by_hand():
     mine = [sequence(90, 100, 3, [0, 0, 1]), sequence(60, 100, 1, [0])]
     plan = StepPlan(mine=mine, owners=[0, 0], per_rank=2, loads=[3e9], loads_unbalanced=[3e9])
-    mixture = Mixture(["web", "ocr"])
+    mixture = Mixture(["web", "ocr"], Counter({0: 5, 1: 3}))  # the reader drew 8 rows, 4 of them trained
     mixture.add(mine)
     record = StepMetrics.gather(plan, step_sum=30.0, global_tokens=12, lr=1e-4, grad_norm=0.5, seconds=2.0,
                                 peak_flops=1e10, world=1, mixture=mixture)
@@ -31,12 +32,13 @@ def test_a_steps_record_by_hand():
     assert record.padding_fraction == 0.25  # 50 of 200 slots
     assert record.mfu == pytest.approx(3e9 / 2.0 / 1e10)
     values = record.values()
-    assert values["mix/web"] == 0.75 and values["mix/ocr"] == 0.25
+    assert values["mix/web"] == 5 / 8 and values["mix/ocr"] == 3 / 8
+    assert values["trained_mix/web"] == 0.75 and values["trained_mix/ocr"] == 0.25
     assert "dropped_sequences" not in values and record.finite
 
 
 def test_one_folder_logs_no_mixture():
-    mixture = Mixture(["only"])
+    mixture = Mixture(["only"], Counter({0: 1}))
     mixture.add([sequence(1, 1, 1, [0])])
     assert mixture.fractions() == {}
 

@@ -32,7 +32,7 @@ is refused with a clear error rather than silently changing the stream.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -146,6 +146,7 @@ class ShardReader:
             source.position = self._slice(source)[0]
             self.sources.append(source)
         self._mix_draws = 0  # uniforms consumed by source choice
+        self.drawn: Counter[int] = Counter()  # rows drawn per source since this object was made (metrics)
         self._buffer_picks = 0  # uniforms consumed by buffer picks
         self._buffer: list[tuple[RowCoord, dict]] = []
         self._uniform_blocks: dict[int, tuple[int, np.ndarray]] = {}
@@ -200,6 +201,7 @@ class ShardReader:
         self._mix_draws += 1
         cumulative = np.cumsum([s.weight for s in active])
         source = active[min(int(np.searchsorted(cumulative, u * cumulative[-1], side="right")), len(active) - 1)]
+        self.drawn[source.index] += 1
         units, starts = source.order(self.seed, source.epoch, self.shuffle)
         unit = bisect_right(starts, source.position) - 1
         shard, group = units[unit]

@@ -119,48 +119,62 @@ class _Judge:
             return [self.refused(row, completion.error or "client_error", completion.detail or "")]
         kind = json.loads(row.get("extra") or "{}").get("answer_kind", "text")
         correct, failures = [], {"wrong_answer": 0, "no_answer": 0, "sandbox_failed": 0, "sandbox_output_differs": 0}
+        saved: dict[str, list[list[bytes]]] = {}  # agentic reply -> images each code block saved
         for text in completion.texts:
             found = extract_answer(text, mode)
             if found is None:
                 failures["no_answer"] += 1
             elif not answers_match(found, row["answer"], kind):
                 failures["wrong_answer"] += 1
-            elif mode == "agentic" and (problem := self.replay(text, row)) is not None:
-                failures[problem] += 1
+            elif mode == "agentic" and isinstance(replayed := self.replay(text, row), str):
+                failures[replayed] += 1
             else:
                 correct.append(text)
+                if mode == "agentic":
+                    saved[text] = replayed
         if not correct:
             reason = "no_correct_reply"
             if failures["sandbox_failed"] + failures["sandbox_output_differs"] and not failures["wrong_answer"]:
                 reason = max(("sandbox_failed", "sandbox_output_differs"), key=lambda k: failures[k])
             return [self.refused(row, reason, json.dumps(failures, sort_keys=True))]
         kept = sorted(correct, key=len)[:1] if self.cfg.keep == "shortest" else correct
-        return [self.kept_row(row, text, len(completion.texts), len(correct)) for text in kept]
+        return [self.kept_row(row, text, len(completion.texts), len(correct), saved.get(text, [])) for text in kept]
 
-    def replay(self, text: str, row: dict) -> str | None:
-        """None when every code block of an agentic reply runs and printed what the reply says."""
+    def replay(self, text: str, row: dict) -> str | list[list[bytes]]:
+        """Run every code block of an agentic reply again: the images each block saved, or the
+        reason it fails (a block that does not run, saves an unreadable image, or did not print
+        what the reply says it printed)."""
+        from synthesis.reasoning import input_files
+        from synthesis.reasoning.agentic import SandboxFailed, saved_images
         from synthesis.sandbox import run_python
 
-        from synthesis.reasoning import input_files
-
         files = input_files([image["bytes"] for image in row["images"] or ()])
+        saved = []
         for code, claimed in code_and_outputs(text):
             result = run_python(code, files=files, **dataclasses.asdict(self.sandbox))
             if not result.ok:
                 return "sandbox_failed"
             if claimed is None or result.stdout.strip() != claimed.strip():
                 return "sandbox_output_differs"
-        return None
+            try:
+                saved.append([data for _, data in saved_images(result.files, files)])
+            except SandboxFailed:
+                return "sandbox_failed"
+        return saved
 
-    def kept_row(self, row: dict, reply: str, asked: int, correct: int) -> dict:
+    def kept_row(self, row: dict, reply: str, asked: int, correct: int, saved: list[list[bytes]]) -> dict:
         mode = row[FOLDER]
         extra = json.loads(row.get("extra") or "{}")
         extra.update({"teacher": self.cfg.client.model or self.cfg.client.model_path, "prompt_id": row["id"],
                       "answer": row["answer"], "replies_asked": asked, "replies_correct": correct})
+        images = [dict(i) for i in row["images"] or ()]
+        parts = reply_parts(reply, saved, first_index=len(images))
+        images += [schema.image_entry(data) for block in saved for data in block]
+        if any(saved):
+            extra["agentic"] = {"input_images": len(row["images"] or ()), "saved_images": sum(map(len, saved))}
         out = schema.make_row(
-            "teacher_reasoning", "vqa", [*prompt_turns(row), schema.message("assistant", reply)],
-            [dict(i) for i in row["images"] or ()], think_mode=mode, task_types=row.get("task_types") or (),
-            lang=row.get("lang"), extra=extra,
+            "teacher_reasoning", "vqa", [*prompt_turns(row), {"role": "assistant", "content": parts}],
+            images, think_mode=mode, task_types=row.get("task_types") or (), lang=row.get("lang"), extra=extra,
         )
         return {**out, REJECT: None, FOLDER: mode}
 
@@ -172,6 +186,19 @@ class _Judge:
 
 
 _CODE = re.compile(r"<code>\s*```(?:python)?\n(.*?)```\s*</code>\s*(?:<sandbox_output>(.*?)</sandbox_output>)?", re.S)
+
+
+def reply_parts(text: str, saved: list[list[bytes]], first_index: int) -> list[dict]:
+    """An assistant reply as content parts: its text, with the images each code block saved shown
+    right after that block's <sandbox_output> (image parts indexing past the prompt's images)."""
+    parts, start, index = [], 0, first_index
+    for match, images in zip(_CODE.finditer(text), saved):
+        if images:
+            parts.append(schema.text_part(text[start : match.end()]))
+            parts += [schema.image_part(index + k) for k in range(len(images))]
+            start, index = match.end(), index + len(images)
+    parts.append(schema.text_part(text[start:]))
+    return parts
 
 
 def code_and_outputs(text: str) -> list[tuple[str, str | None]]:

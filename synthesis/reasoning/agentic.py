@@ -66,15 +66,24 @@ def run(task: Task, sandbox_run: Callable | None = None) -> AgenticRun:
             "sandbox_mismatch",
             f"{task.kind} seed {task.seed}: output lacks {task.agentic_expect!r}: {result.stdout[-500:]!r}",
         )
+    try:
+        saved = saved_images(result.files, inputs)
+    except SandboxFailed as exc:
+        raise SandboxFailed(exc.reason, f"{task.kind} seed {task.seed}: {exc.detail}") from None
+    return AgenticRun(result.stdout, saved)
+
+
+def saved_images(files: dict[str, bytes] | None, inputs: dict[str, bytes]) -> list[tuple[str, bytes]]:
+    """The images a run saved: new files (not its inputs) with an image suffix, in name order;
+    SandboxFailed when one does not decode."""
     saved = []
-    for name in sorted(result.files or {}):
+    for name in sorted(files or {}):
         if name in inputs or PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
             continue
-        data = result.files[name]
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(files[name])) as img:
                 img.verify()
         except Exception as exc:  # noqa: BLE001 - any decoder error means the same: unusable
-            raise SandboxFailed("sandbox_failed", f"{task.kind} seed {task.seed}: saved {name} is not an image: {exc}")
-        saved.append((name, data))
-    return AgenticRun(result.stdout, saved)
+            raise SandboxFailed("sandbox_failed", f"saved {name} is not an image: {exc}") from None
+        saved.append((name, files[name]))
+    return saved

@@ -1,7 +1,7 @@
 """A teacher on 127.0.0.1 for the build_cot tests: a real HTTP server speaking the OpenAI
 chat-completions format that answers each question it was given the answer of, in the mode its
 switch asks for, with one wrong reply, a long right one and a short right one (agentic: code that
-prints the answer, and once a reply whose claimed output differs from what the code prints)."""
+saves an image and prints the answer, and once a reply whose claimed output differs from what the code prints)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def replies(answer: str, mode: str) -> list[str]:
                 f"<analysis>This needs care.</analysis><think>Looking at every part of the image in turn.</think><answer>{boxed}</answer>",
                 f"<analysis>Easy.</analysis>{answer}"]
     if mode == "agentic":
-        code = f"print({answer!r})"
+        code = f"from PIL import Image\nImage.new('RGB', (16, 8), 'red').save('zoom.png')\nprint({answer!r})"
         good = (f"<think>Let me check with code.\n<code>```python\n{code}\n```</code>\n<sandbox_output>{answer}\n"
                 f"</sandbox_output>\nIt printed {answer}.</think>\n<answer>{boxed}</answer>")
         lying = good.replace(f"<sandbox_output>{answer}\n", "<sandbox_output>something else\n")

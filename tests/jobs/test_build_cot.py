@@ -4,6 +4,7 @@ right, and the cold start drawing the modes by their weights."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 from tests.jobs.cot_helpers import TeacherServer
 from tests.launch_helpers import fresh_shell_env
 
@@ -96,6 +98,12 @@ def test_a_teacher_is_kept_only_when_right_and_its_code_prints_what_it_says(cot,
             assert "999" not in reply and "something else" not in reply  # the wrong and the lying replies
         refused = pq.read_table(out / mode / "_rejects").to_pylist()
         assert {r["reason"] for r in refused} == {"no_correct_reply"} and len(refused) == len(prompts) - 8
+    # the image an agentic reply's code saved: appended to the row's images, shown after its output
+    for row in rows(out / "agentic"):
+        parts, inputs = row["messages"][-1]["content"], json.loads(row["extra"])["agentic"]["input_images"]
+        assert [p["type"] for p in parts] == ["text", "image", "text"] and len(row["images"]) == inputs + 1
+        assert parts[0]["text"].endswith("</sandbox_output>") and parts[1]["index"] == inputs
+        assert Image.open(io.BytesIO(row["images"][-1]["bytes"])).size == (16, 8)
     # shortest of the right ones
     think = rows(out / "think")[0]["messages"][-1]["content"][0]["text"]
     assert think.startswith("<think>Counted.</think>")
@@ -121,9 +129,6 @@ def test_the_cold_start_draws_the_modes_by_their_weights(cot, tmp_path):
 
 def test_jsonl_prompts_and_their_bad_lines(spark, tmp_path):
     import base64
-    import io
-
-    from PIL import Image
 
     from jobs.build_cot import BuildCotConfig, run
 

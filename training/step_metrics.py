@@ -24,7 +24,7 @@ class Mixture:
     """The data mixture on this rank since this process started, logged when there are several
     folders: `mix/NAME`, the fractions of rows the reader drew from each folder (what the stage's
     weights control: its low-discrepancy mix keeps any stretch of draws close to them), and
-    `trained_mix/NAME`, the fractions of rows trained so far. The two differ early in a run: the
+    `trained_mix/NAME`, the fractions of rows trained so far (`rows_drawn`: how many were drawn). The two differ early in a run: the
     shuffle buffer and the packer's look-ahead hold rows back (the packer places long samples
     first), and they converge as the run goes on."""
 
@@ -37,7 +37,7 @@ class Mixture:
     def fractions(self) -> dict[str, float]:
         if len(self.names) < 2:
             return {}
-        out = {}
+        out = {"rows_drawn": sum(self.drawn.values())}
         for prefix, counts in (("mix", self.drawn), ("trained_mix", self.rows)):
             total = sum(counts.values())
             out.update({f"{prefix}/{self.names[s]}": n / total for s, n in sorted(counts.items())} if total else {})

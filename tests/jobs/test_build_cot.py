@@ -29,7 +29,7 @@ def cot(spark, tmp_path_factory):
     from jobs.build_cot import BuildCotConfig, run
 
     out = tmp_path_factory.mktemp("cot") / "cot"
-    run(configuration.load(BuildCotConfig, [f"output={out}", "count=18"]), spark)
+    run(configuration.load(BuildCotConfig, [f"output={out}", "count=12"]), spark)
     return out
 
 
@@ -42,8 +42,8 @@ def test_six_complete_folders_whose_funnels_balance(cot):
         folder = cot / name
         manifest = read_manifest(folder)
         funnel = json.loads((folder / "_funnel.json").read_text())
-        assert funnel["input_rows"] == 18 == manifest["rows"] + manifest["rejects"]["rows"]
-        assert manifest["rows"] >= 12, (name, funnel)  # a few may be refused by their checks, with a reason
+        assert funnel["input_rows"] == 12 == manifest["rows"] + manifest["rejects"]["rows"]
+        assert manifest["rows"] >= 9, (name, funnel)  # a few may be refused by their checks, with a reason
         table = pq.read_table(list_shards(folder)[0].path)
         assert schema.validate_table(table) == {}
         stats = json.loads((folder / "_stats.json").read_text())
@@ -110,21 +110,23 @@ def test_a_teacher_is_kept_only_when_right_and_its_code_prints_what_it_says(cot,
 
 
 def test_the_cold_start_draws_the_modes_by_their_weights(cot, tmp_path):
-    """Over 200+ drawn samples the logged mode fractions are within 0.05 of the stage's weights."""
+    """Over 200+ draws the logged mode fractions are within 0.05 of the stage's weights. The reader
+    draws ahead of training (its shuffle buffer of 256 rows and the packer's 64 fill first), so two
+    steps draw over 300 rows."""
     data = ",".join(str(cot / m) for m in MODES)
     out = tmp_path / "train"
-    env = fresh_shell_env(PYSPARK_PYTHON=sys.executable)
     cmd = [sys.executable, "-m", "training.launch", "stage=cot_coldstart", f"data={data}", f"output={out}",
-           "max_steps=20", "micro_batches=4", "max_tokens=1024", "export=false", "optimizer.lr=0"]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+           "max_steps=2", "max_tokens=1024", "export=false", "optimizer.lr=0"]
+    done = subprocess.run(cmd, cwd=ROOT, env=fresh_shell_env(PYSPARK_PYTHON=sys.executable), capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
     weights = dict(zip(MODES, [0.4, 0.3, 0.2, 0.1]))
     drawn = {name.split("/")[-1]: value for name, value in last.items() if name.startswith("mix/")}
-    samples = sum(json.loads(line).get("samples", 0) for line in (out / "metrics.jsonl").read_text().splitlines())
-    assert set(drawn) == set(MODES), last
+    assert set(drawn) == set(MODES) and last["rows_drawn"] >= 200, last
     for mode, weight in weights.items():
-        assert abs(drawn[mode] - weight) <= 0.05, (mode, drawn, samples)
+        assert abs(drawn[mode] - weight) <= 0.05, (mode, drawn, last["rows_drawn"])
+    assert set(name.split("/")[-1] for name in last if name.startswith("trained_mix/")) <= set(MODES)
 
 
 def test_jsonl_prompts_and_their_bad_lines(spark, tmp_path):

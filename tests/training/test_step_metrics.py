@@ -32,7 +32,7 @@ def test_a_steps_record_by_hand():
     assert record.padding_fraction == 0.25  # 50 of 200 slots
     assert record.mfu == pytest.approx(3e9 / 2.0 / 1e10)
     values = record.values()
-    assert values["mix/web"] == 5 / 8 and values["mix/ocr"] == 3 / 8
+    assert values["mix/web"] == 5 / 8 and values["mix/ocr"] == 3 / 8 and values["rows_drawn"] == 8
     assert values["trained_mix/web"] == 0.75 and values["trained_mix/ocr"] == 0.25
     assert "dropped_sequences" not in values and record.finite
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -135,6 +136,22 @@ def decode_data_uri(value: str) -> bytes | None:
     if value.startswith("data:") and ";base64," in value:
         return base64.b64decode(value.split(";base64,", 1)[1])
     return None
+
+
+def image_beside(file: str, value: str) -> bytes:
+    """The bytes of an image a table or JSONL file names: a `data:` URI, or a path relative to the
+    file that must stay inside the file's folder (PermissionError) and exist (FileNotFoundError)."""
+    inline = decode_data_uri(value)
+    if inline is not None:
+        return inline
+    folder = os.path.dirname(os.path.realpath(file))
+    target = os.path.realpath(os.path.join(folder, value))
+    if os.path.commonpath([folder, target]) != folder:
+        raise PermissionError(f"image path {value!r} leaves the folder of {os.path.basename(file)}")
+    if not os.path.isfile(target):
+        raise FileNotFoundError(f"image {value!r} not found next to {os.path.basename(file)}")
+    with open(target, "rb") as f:
+        return f.read()
 
 
 def to_batch(rows: list[dict]) -> pa.RecordBatch:

@@ -8,7 +8,6 @@ are refused (`unsafe_image_path`): a table from elsewhere must not read arbitrar
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
-from curation.sources.common import SourcePlan, units_frame, IngestConfig, decode_data_uri, make_caption_row, refused, batches_of
+from curation.sources.common import SourcePlan, units_frame, IngestConfig, image_beside, make_caption_row, refused, batches_of
 
 TABLE_EXTENSIONS = (".parquet", ".jsonl", ".json")
 
@@ -152,14 +151,4 @@ class _TableReader:
             value = value.get("path")
             if value is None:
                 return None
-        inline = decode_data_uri(value)
-        if inline is not None:
-            return inline
-        folder = os.path.dirname(os.path.realpath(file))
-        target = os.path.realpath(os.path.join(folder, value))
-        if os.path.commonpath([folder, target]) != folder:
-            raise PermissionError(f"image path {value!r} leaves the table's folder")
-        if not os.path.isfile(target):
-            raise FileNotFoundError(f"image {value!r} not found next to the table")
-        with open(target, "rb") as f:
-            return f.read()
+        return image_beside(file, value)

@@ -12,7 +12,6 @@ prompt becomes a refused row with its reason (`bad_prompt_line`, `image_not_foun
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from curation import schema
-from curation.sources.common import ROW_SCHEMA, decode_data_uri, units_frame
+from curation.sources.common import ROW_SCHEMA, image_beside, units_frame
 from curation.steps import REJECT
 
 STEP = "teacher"
@@ -82,7 +81,9 @@ def prompt_from_line(file: str, number: int, line: bytes) -> dict:
         if kind not in ("number", "choice", "text"):
             raise ValueError(f"answer_kind {kind!r} is not number, choice or text")
         values = record.get("images") or ([record["image"]] if record.get("image") else [])
-        images = [image_bytes(file, v) for v in values]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError("images must be paths or data: URIs")
+        images = [image_beside(file, v) for v in values]
     except FileNotFoundError as exc:
         return refused(origin, "image_not_found", str(exc))
     except PermissionError as exc:
@@ -96,20 +97,6 @@ def prompt_from_line(file: str, number: int, line: bytes) -> dict:
     )
     row[REJECT] = None
     return row
-
-
-def image_bytes(file: str, value: str) -> bytes:
-    inline = decode_data_uri(value) if isinstance(value, str) else None
-    if inline is not None:
-        return inline
-    folder = os.path.dirname(os.path.realpath(file))
-    target = os.path.realpath(os.path.join(folder, value))
-    if os.path.commonpath([folder, target]) != folder:
-        raise PermissionError(f"image path {value!r} leaves the prompts' folder")
-    if not os.path.isfile(target):
-        raise FileNotFoundError(f"image {value!r} not found next to the prompts")
-    with open(target, "rb") as f:
-        return f.read()
 
 
 def refused(origin: str, reason: str, detail: str) -> dict:

@@ -65,14 +65,18 @@ def machine() -> dict:
 
 
 def _children(pid: int) -> list[int]:
+    """Every descendant of `pid`. A process's children are listed per thread that forked them
+    (the JVM starts Python workers from its task threads), so every thread's list is read."""
     found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        kids = []
         try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                kids = [int(x) for x in f.read().split()]
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids += [int(x) for x in f.read().split()]
         except OSError:
-            kids = []
+            pass
         found += kids
         todo += kids
     return found

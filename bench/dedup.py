@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from hostinfo import cpu_model  # bench/ is on sys.path: scripts run as python bench/X.py
 import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
@@ -312,7 +313,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.workdir)
     machine = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "spark_master": "local[2]",
@@ -411,13 +412,6 @@ def _print_table(results: list[dict]) -> None:
             print(f"{'':>9} {r['ours_sha1_docs_per_s']:>12.0f} (ours with hash=sha1, datasketch's default signatures)")
         if "ours_no_cds_s" in r:
             print(f"{'':>9} {r['ours_no_cds_docs_per_s']:>12.0f} (ours without the JVM class archive)")
-
-
-def _cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
+from hostinfo import cpu_model  # noqa: E402
 
 from synthesis.ocr_render import corpus, fonts, sample  # noqa: E402
 from synthesis.ocr_render.config import EffectsConfig, LayoutConfig, RenderConfig  # noqa: E402
@@ -111,15 +112,7 @@ def trdg(python: str, groups: list, best_case: list, repeats: int) -> dict | Non
 
 
 def machine() -> dict:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(), "load_avg_at_start": list(os.getloadavg())}
 
 

@@ -42,6 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from hostinfo import cpu_model  # noqa: E402 (bench/ is on sys.path)
+
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -137,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
 
     machine = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(),
@@ -175,13 +177,6 @@ def main() -> None:
                   f"{numbers['runs_per_s_sequential']:>8}")
     print(f"\nPIL rotate, {args.workers} threads at once: " +
           ", ".join(f"{way} {rate} runs/s" for way, rate in throughput.items()))
-
-
-def _cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 if __name__ == "__main__":

@@ -113,8 +113,8 @@ def _with_teacher(spark, plans, teacher_rows):
 
     from pyspark.sql import DataFrame
 
-    frames = [plan.frame() for plan in plans] + [teacher_rows.select(*plans[0].frame().columns) if plans else teacher_rows]
-    return reduce(DataFrame.unionByName, frames)
+    frames = [plan.frame() for plan in plans]
+    return reduce(DataFrame.unionByName, [*frames, teacher_rows.select(*frames[0].columns) if frames else teacher_rows])
 
 
 def main(argv: list[str]) -> None:

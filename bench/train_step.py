@@ -33,12 +33,10 @@ def main(argv: list[str]) -> None:
     from training.data import DataPipeline, ShardReader
     from training.engine import (
         build_engine,
-        model_dims,
         set_lr,
-        train_flops,
         train_step,
     )
-    from training.launch import resolve_model
+    from training.tasks.lm import LMTask, model_dims, resolve_model, train_flops
     from training.metrics import device_peak_flops
     from training.processor import KeyeProcessor, load_tokenizer
     from training.schedules import Schedule
@@ -63,7 +61,7 @@ def main(argv: list[str]) -> None:
             torch.cuda.synchronize()
         t = time.perf_counter()
         set_lr(engine, schedule, i)
-        train_step(engine, micro, world=1)
+        train_step(engine, LMTask(), micro, world=1)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)

@@ -66,10 +66,11 @@ class Checkpointer:
         """A periodic save after `step`; the last step is saved by the caller when the run ends."""
         return bool(self.every) and step % self.every == 0 and step < last_step
 
-    def save(self, engine, step: int, pipeline) -> Path:
+    def save(self, engine, step: int, pipeline, task=None) -> Path:
         rank, folder = _rank(), self.root / f"step_{step}"
         engine.save_checkpoint(str(self.root), tag=folder.name)
-        state = {"step": step, "data": pipeline.state_dict(), "python_random": _jsonable(random.getstate())}
+        state = {"step": step, "data": pipeline.state_dict(), "python_random": _jsonable(random.getstate()),
+                 "task": task.state_dict() if task is not None else {}}
         (folder / f"trainer_rank{rank}.json").write_text(json.dumps(state))
         rng = {"torch_cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -83,8 +84,9 @@ class Checkpointer:
         _barrier()
         return folder
 
-    def resume(self, engine, pipeline) -> int:
-        """Load the newest complete checkpoint into the engine, the pipeline and the RNGs; its step
+    def resume(self, engine, pipeline, task=None) -> int:
+        """Load the newest complete checkpoint into the engine, the pipeline, the task's running
+        state (training/tasks/base.py) and the RNGs; its step
         (0 when there is none: a fresh run)."""
         path = self.newest()
         if path is None:
@@ -95,6 +97,8 @@ class Checkpointer:
             raise RuntimeError(f"DeepSpeed could not load the checkpoint {path}")
         state = json.loads((path / f"trainer_rank{rank}.json").read_text())
         pipeline.load_state_dict(state["data"])
+        if task is not None:
+            task.load_state_dict(state.get("task", {}))
         random.setstate(_tupled(state["python_random"]))
         rng = load_file(str(path / f"rng_rank{rank}.safetensors"))
         torch.set_rng_state(rng["torch_cpu"])

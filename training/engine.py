@@ -1,17 +1,19 @@
 """The training engine: DeepSpeed around the model, and the one step loop every stage runs.
 
-    engine = build_engine(model, cfg)                 # param groups, freezing, deepspeed.initialize
-    result = train(cfg, engine, pipeline, metrics)    # resume, steps, checkpoints, metrics, export
+    task = build_task(cfg.task)                              # training/tasks: lm, contrastive, preference
+    engine = build_engine(model, cfg, task)                  # param groups, freezing, deepspeed.initialize
+    result = train(cfg, engine, pipeline, metrics, task=task)  # resume, steps, checkpoints, metrics, export
 
-One optimizer step on a rank = `cfg.micro_batches` packed sequences (gradient accumulation). The
-loss is normalised by the loss tokens of the whole step, all ranks and micro-steps together
-(training/losses.py says how that meets DeepSpeed's gradient averaging).
+One optimizer step on a rank = `cfg.micro_batches` sequences (gradient accumulation). The task
+computes the loss; it is normalised over the whole step, all ranks and micro-steps together
+(training/tasks/base.py; training/losses.py says how that meets DeepSpeed's gradient averaging).
+Nothing here knows which task runs.
 
-Parts and freezing: `visual` (ViT), `projector` (`mlp_AR`), `llm` (`model` + `lm_head`), or the
-parts a model names itself (`trainable_parts()`). A part not in `cfg.train` gets
-requires_grad=False and is in no optimizer group, so it stays bit-identical; each trained part has
-its own groups with lr = cfg.optimizer.lr x lr_mult.<part> (biases and norm weights without weight
-decay). The schedule multiplies every group's base lr, so ratios hold.
+Parts and freezing: the task names the model's parts (the VLM's `visual` (ViT), `projector`
+(`mlp_AR`), `llm` (`model` + `lm_head`); vit_pretrain's visual, text, logit). A part not in
+`cfg.train` gets requires_grad=False and is in no optimizer group, so it stays bit-identical; each
+trained part has its own groups with lr = cfg.optimizer.lr x lr_mult.<part> (biases and norm
+weights without weight decay). The schedule multiplies every group's base lr, so ratios hold.
 
 The loop (`train`), per step: the step's sequences for this rank (training/global_step.py: every
 rank runs the same number, balanced by cost, topped up where a rank's data ended), the schedule's
@@ -39,10 +41,9 @@ import torch
 import torch.distributed as dist
 
 from training.checkpoint import Checkpointer
-from training.data.cost import ModelDims, sequence_flops
+from training.data.balance import all_gather_lists
 from training.export import export_hf
 from training.global_step import GlobalSteps
-from training.losses import global_count, micro_step_loss, sum_from_mean
 from training.metrics import Ledger
 from training.schedules import Schedule
 from training.stages import REPO, StageConfig
@@ -82,19 +83,19 @@ def rank_world() -> tuple[int, int]:
 # --- optimizer groups and DeepSpeed -----------------------------------------------------------------
 
 
-def model_parts(model: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
-    """The model's parts by name (what `train` and `lr_mult` refer to). A model may name its own
-    (`trainable_parts()`, e.g. vit_pretrain's visual/text/logit); the VLM's are the released names."""
-    if hasattr(model, "trainable_parts"):
-        return model.trainable_parts()
-    return {"visual": [model.visual], "projector": [model.mlp_AR], "llm": [model.model, model.lm_head]}
+def task_of(cfg: StageConfig, task=None):
+    """The task given, or a new one of the kind `cfg.task` names."""
+    from training.tasks import build_task
+
+    return task if task is not None else build_task(cfg.task)
 
 
-def param_groups(model: torch.nn.Module, cfg: StageConfig) -> list[dict]:
+def param_groups(model: torch.nn.Module, cfg: StageConfig, task=None) -> list[dict]:
     """Freeze the parts not trained; one decay and one no-decay group per trained part. Parameters
     a model built frozen (never used in its forward) stay frozen in a trained part."""
     seen, groups = set(), []
-    for part, modules in model_parts(model).items():
+    parts = task_of(cfg, task).model_parts(model)
+    for part, modules in parts.items():
         trained = part in cfg.train
         decay, no_decay = [], []
         for module in modules:
@@ -111,7 +112,7 @@ def param_groups(model: torch.nn.Module, cfg: StageConfig) -> list[dict]:
                 groups.append({"params": params, "lr": lr, "base_lr": lr, "weight_decay": wd, "part": part})
     stray = [n for n, p in model.named_parameters() if id(p) not in seen]
     if stray:
-        raise ValueError(f"parameters outside the parts {', '.join(model_parts(model))}: {stray[:5]}")
+        raise ValueError(f"parameters outside the parts {', '.join(parts)}: {stray[:5]}")
     return groups
 
 
@@ -143,7 +144,7 @@ def use_bf16(cfg: StageConfig) -> bool:
     return cfg.precision == "bf16"
 
 
-def build_engine(model: torch.nn.Module, cfg: StageConfig):
+def build_engine(model: torch.nn.Module, cfg: StageConfig, task=None):
     import deepspeed
 
     init_distributed()
@@ -155,7 +156,7 @@ def build_engine(model: torch.nn.Module, cfg: StageConfig):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
     model.train()
-    optimizer = make_optimizer(param_groups(model, cfg), cfg)
+    optimizer = make_optimizer(param_groups(model, cfg, task), cfg)
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(cfg, use_bf16(cfg)))
     return engine
 
@@ -177,49 +178,51 @@ class TrainResult:
     last_loss: float | None
     export: Path | None
     engine: object = None  # the DeepSpeed engine (its .module is the trained model)
+    task: object = None  # the training task (its running state, e.g. MPO's delta)
     dropped_sequences: int = 0  # read but not run at the end of a finite run (see global_step.py)
     dropped_samples: int = 0
 
 
-def model_dims(config) -> ModelDims:
-    v = config.vision_config
-    return ModelDims(
-        vit_hidden=v.hidden_size, vit_layers=v.num_hidden_layers, vit_intermediate=v.intermediate_size,
-        patch_size=v.patch_size, merge_size=v.spatial_merge_size, llm_hidden=config.hidden_size,
-        llm_layers=config.num_hidden_layers, llm_intermediate=config.intermediate_size,
-        llm_heads=config.num_attention_heads, llm_kv_heads=config.num_key_value_heads,
-        llm_head_dim=config.head_dim, vocab_size=config.vocab_size,
-    )
+@dataclass
+class StepLoss:
+    """One optimizer step on this rank: its share of the step's loss (the shares of all ranks add
+    up to it), the step's totals over all ranks (the task's normalisers) and this rank's stats."""
+
+    loss: float
+    totals: dict[str, int]
+    stats: dict[str, float]
 
 
-def train_flops(micro: list, dims: ModelDims) -> float:
-    """FLOPs of a training step over these packed sequences: the cost model's forward (ViT,
-    projector, LLM) x 3 for forward + backward, with lm_head only on loss positions (the packed
-    training forward projects nothing else; the cost model counts it on every position)."""
-    forward = sum(sequence_flops(b.shapes, dims) for b in micro)
-    unprojected = sum(b.real_tokens - b.loss_tokens for b in micro)
-    return 3 * (forward - 2 * dims.llm_hidden * dims.vocab_size * unprojected)
+def global_totals(counts: dict[str, int], group=None) -> dict[str, int]:
+    """Each count summed over all ranks (the same keys on every rank, sorted)."""
+    names = sorted(counts)
+    summed = [sum(column) for column in zip(*all_gather_lists([counts[n] for n in names], integers=True,
+                                                             group=group))]
+    return {n: int(v) for n, v in zip(names, summed)}
 
 
-def _to(inputs: dict, device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items() if v is not None}
-
-
-def train_step(engine, micro: list, world: int) -> tuple[float, int]:
-    """One optimizer step over this rank's packed sequences: (this rank's loss-token sum, the
-    step's loss tokens over all ranks). Each micro-step back-propagates sum / global tokens."""
-    global_tokens = global_count(sum(b.loss_tokens for b in micro))
-    step_sum = 0.0
+def train_step(engine, task, micro: list, world: int) -> StepLoss:
+    """One optimizer step over this rank's sequences. Each micro-step back-propagates its share of
+    the step's loss times the world size (DeepSpeed averages gradients over the ranks)."""
+    counts: dict[str, int] = {}
+    for batch in micro:
+        for name, value in task.counts(batch).items():
+            counts[name] = counts.get(name, 0) + int(value)
+    totals = global_totals(counts)
+    if any(v <= 0 for v in totals.values()):
+        raise ValueError(f"a step needs something to average over, got {totals}")
+    step_loss, stats = 0.0, {}
     for i, batch in enumerate(micro):
         # the boundary is set by hand: the last step of a finite run may have fewer micro-steps
         # than the configured gradient accumulation, and DeepSpeed's own counter would drift
         engine.set_gradient_accumulation_boundary(i == len(micro) - 1)
-        out = engine(**_to(batch.inputs, engine.device), return_logits=False)
-        local_sum = sum_from_mean(out.loss, out.num_loss_tokens)
-        engine.backward(micro_step_loss(local_sum, global_tokens, world), scale_wrt_gas=False)
+        result = task.loss(engine, batch, totals)
+        engine.backward(result.share * world, scale_wrt_gas=False)
         engine.step()  # DeepSpeed steps the optimizer on the boundary only
-        step_sum += float(local_sum.detach())
-    return step_sum, global_tokens
+        step_loss += float(result.share.detach())
+        for name, value in result.stats.items():
+            stats[name] = stats.get(name, 0.0) + value
+    return StepLoss(step_loss, totals, stats)
 
 
 def global_grad_norm(engine) -> float | None:
@@ -250,29 +253,28 @@ class NonFiniteStepError(RuntimeError):
 
 
 def train(cfg: StageConfig, engine, pipeline, metrics, tokenizer=None, peak_flops: float | None = None,
-          source_names: list[str] | None = None, cost=None, ledger: Ledger | None = None) -> TrainResult:
+          source_names: list[str] | None = None, task=None, ledger: Ledger | None = None) -> TrainResult:
     """Resume if OUTPUT holds a complete checkpoint, run to cfg.max_steps (or the end of the data),
     checkpoint, export.
 
-    metrics: a metrics.MetricsWriter; ledger: a metrics.Ledger of the sample ids trained (None:
-    none kept); cost(batch) -> FLOPs of training on one packed sequence (default: the VLM's cost
-    model), which drives the balancer and the MFU estimate; source_names: the data folders' names
-    for the logged mixture."""
+    metrics: a metrics.MetricsWriter; task: the training task (default: a new one of `cfg.task`),
+    attached to the engine here; its cost(batch) drives the balancer and the MFU estimate; ledger:
+    a metrics.Ledger of the sample ids trained (None: none kept); source_names: the data folders'
+    names for the logged mixture."""
     (rank, world), output = rank_world(), cfg.output_dir
     schedule = Schedule(cfg.schedule.name, cfg.schedule.warmup_steps, cfg.schedule.total_steps or cfg.max_steps,
                         cfg.schedule.min_lr_ratio)
-    if cost is None:
-        dims = model_dims(engine.module.config)
-        cost = lambda batch: train_flops([batch], dims)  # noqa: E731
+    task = task_of(cfg, task)
+    task.attach(engine, cfg)
     ledger = ledger or Ledger(output, rank, enabled=False)
     checkpoints = Checkpointer(output, every=cfg.save_every, keep=cfg.keep_checkpoints)
 
-    step = start = checkpoints.resume(engine, pipeline)
+    step = start = checkpoints.resume(engine, pipeline, task)
     if start:
         log.info("resumed from %s at step %d", checkpoints.newest(), start)
         metrics.resume_at(start)  # what a killed run logged past its checkpoint is run again
         ledger.resume_at(start)
-    steps = GlobalSteps(pipeline, cfg.micro_batches, cost, balance=cfg.balance, rank=rank, world=world)
+    steps = GlobalSteps(pipeline, cfg.micro_batches, task.cost, balance=cfg.balance, rank=rank, world=world)
     mixture = Mixture(source_names or [], pipeline.reader.drawn)
     record = None
     while step < cfg.max_steps:
@@ -282,22 +284,23 @@ def train(cfg: StageConfig, engine, pipeline, metrics, tokenizer=None, peak_flop
             log.info("data ended after step %d", step)  # a finite run (epochs=n)
             break
         lr = set_lr(engine, schedule, step)
-        step_sum, global_tokens = train_step(engine, plan.mine, world)
+        result = train_step(engine, task, plan.mine, world)
         step += 1
         seconds = time.perf_counter() - started
         mixture.add(plan.mine)
-        record = StepMetrics.gather(plan, step_sum, global_tokens, lr, global_grad_norm(engine), seconds, peak_flops,
-                                    world, mixture)
+        record = StepMetrics.gather(plan, result, lr, global_grad_norm(engine), seconds, peak_flops, world, mixture,
+                                    task)
         ledger.log(step, plan.mine, plan.owners)
         if not record.finite:  # every rank holds the same record: all stop at this step
             ids = [i for batch in plan.mine for i in batch.sample_ids]
             raise NonFiniteStepError(step, record, ids, rank, checkpoints.newest())
+        task.end_step(record.stats, record.totals)
         metrics.log(step, record.values())
         if checkpoints.due(step, cfg.max_steps):
-            checkpoints.save(engine, step, pipeline)
+            checkpoints.save(engine, step, pipeline, task)
 
     if step > start:
-        checkpoints.save(engine, step, pipeline)
+        checkpoints.save(engine, step, pipeline, task)
     folder = export_hf(engine, output / "export", tokenizer) if cfg.export else None
-    return TrainResult(start, step, record.loss if record else None, folder, engine,
+    return TrainResult(start, step, record.loss if record else None, folder, engine, task=task,
                        dropped_sequences=steps.dropped_sequences, dropped_samples=steps.dropped_samples)

@@ -1,4 +1,4 @@
-"""`python -m training.launch stage=NAME key=value ...`: train one LM stage.
+"""`python -m training.launch stage=NAME key=value ...`: train one stage.
 
     python -m training.launch                                   # tiny model, a few steps on out/pretrain
     python -m training.launch stage=align data=out/captions max_steps=200 output=out/train/align
@@ -35,30 +35,6 @@ from training.stages import REPO, StageConfig, load_stage
 log = logging.getLogger("training.launch")
 
 
-def resolve_model(cfg: StageConfig):
-    """The model of `cfg.model` (+ `cfg.init`): a YAML config with random weights (tiny only) or
-    an HF folder's weights."""
-    import torch
-
-    from training.model import KeyeForConditionalGeneration, load_model_config
-
-    name = cfg.model
-    named = REPO / "configs" / "models" / f"{name}.yaml"
-    source = Path(cfg.init) if cfg.init else Path(name) if Path(name).is_dir() else None
-    if source is not None:
-        if not (source / "config.json").is_file():
-            raise ConfigError(f"{source} is no HF model folder (no config.json)")
-        return KeyeForConditionalGeneration.from_pretrained(source, torch_dtype=torch.float32)
-    path = named if named.is_file() else Path(name)
-    if not path.is_file():
-        raise ConfigError(f"model={name}: not tiny, keye_8b, a model YAML or an HF folder")
-    if name != "tiny":
-        raise ConfigError(f"model={name} needs init=HF_FOLDER with its weights (training.model.weights builds one "
-                          "from SigLIP + Qwen3); only the tiny model starts from random weights")
-    torch.manual_seed(cfg.seed)
-    return KeyeForConditionalGeneration(load_model_config(path))
-
-
 def relaunch_command(cfg: StageConfig, argv: Sequence[str]) -> list[str] | None:
     """The DeepSpeed launcher command when this run needs several processes and is not one yet."""
     import torch
@@ -83,28 +59,10 @@ def relaunch_command(cfg: StageConfig, argv: Sequence[str]) -> list[str] | None:
 
 
 def build_pipeline(cfg: StageConfig, tokenizer, rank: int, world: int):
-    """This rank's data pipeline: shard folders -> ShardReader (its slice) -> processor -> packer."""
-    from training.data import DataPipeline, ShardReader
-    from training.processor import KeyeProcessor
+    """This rank's data pipeline for the stage's task (training/tasks)."""
+    from training.tasks import build_task
 
-    weights = cfg.data_weights or [1.0] * len(cfg.data)
-    reader = ShardReader(list(zip(cfg.data, weights)), seed=cfg.seed, rank=rank, world_size=world,
-                         buffer_size=cfg.shuffle_buffer, epochs=cfg.epochs)
-    return DataPipeline(reader, KeyeProcessor(tokenizer), max_tokens=cfg.max_tokens, buffer_size=cfg.packer_buffer)
-
-
-def build_contrastive(cfg: StageConfig, tokenizer, rank: int, world: int):
-    """vit_pretrain: (model, pipeline of image-caption batches, cost per batch)."""
-    from training.data import ShardReader
-    from training.processor import KeyeProcessor
-    from training.vit_pretrain import ContrastivePipeline, build_vit_pretrain_model, contrastive_train_flops
-
-    model = build_vit_pretrain_model(cfg)
-    weights = cfg.data_weights or [1.0] * len(cfg.data)
-    reader = ShardReader(list(zip(cfg.data, weights)), seed=cfg.seed, rank=rank, world_size=world,
-                         buffer_size=cfg.shuffle_buffer, epochs=cfg.epochs)
-    pipeline = ContrastivePipeline(reader, tokenizer, KeyeProcessor(tokenizer), cfg.batch_size, cfg.max_text_tokens)
-    return model, pipeline, lambda batch: contrastive_train_flops(batch, model.config)
+    return build_task(cfg.task).build_pipeline(cfg, tokenizer, rank, world)
 
 
 def run(cfg: StageConfig):
@@ -114,17 +72,15 @@ def run(cfg: StageConfig):
     from training.engine import NonFiniteStepError, build_engine, init_distributed, rank_world, train
     from training.metrics import Ledger, MetricsWriter, device_peak_flops
     from training.processor import load_tokenizer
+    from training.tasks import build_task
 
     t0 = time.perf_counter()
     init_distributed()
     rank, world = rank_world()
     tokenizer = load_tokenizer()
-    cost = None  # the VLM's cost model (engine.train_flops)
-    if cfg.task == "contrastive":
-        model, pipeline, cost = build_contrastive(cfg, tokenizer, rank, world)
-    else:
-        model, pipeline = resolve_model(cfg), build_pipeline(cfg, tokenizer, rank, world)
-    engine = build_engine(model, cfg)
+    task = build_task(cfg.task)
+    model, pipeline = task.build_model(cfg), task.build_pipeline(cfg, tokenizer, rank, world)
+    engine = build_engine(model, cfg, task)
     torch.manual_seed(cfg.seed + rank)
     peak, peak_source = device_peak_flops(cfg.peak_tflops)
     output = cfg.output_dir
@@ -135,7 +91,7 @@ def run(cfg: StageConfig):
     ledger = Ledger(output, rank, enabled=cfg.ledger)
     names = [Path(d).name for d in cfg.data]
     try:
-        result = train(cfg, engine, pipeline, metrics, tokenizer, peak, names, cost=cost, ledger=ledger)
+        result = train(cfg, engine, pipeline, metrics, tokenizer, peak, names, task=task, ledger=ledger)
     except NonFiniteStepError as error:
         if rank == 0:
             (output / "report.md").write_text(f"# Training run: stage {cfg.stage}\n\n- stopped: {error}\n")
@@ -168,6 +124,7 @@ def write_report(cfg, result, pipeline, world, peak, peak_source, seconds) -> No
             if result.dropped_sequences
             else "- end of data: nothing dropped"
         ),
+        *(result.task.report() if result.task is not None else []),
         f"- wall time: {seconds:.1f} s",
         f"- metrics: metrics.jsonl, tensorboard/; checkpoints: checkpoints/; export: {result.export or 'none'}",
     ]

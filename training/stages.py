@@ -1,4 +1,4 @@
-"""Stage configuration: one dataclass for every LM stage, one YAML per stage under configs/stages/.
+"""Stage configuration: one dataclass for every stage, one YAML per stage under configs/stages/.
 
 A stage is configuration, never a copy of the loop: which parts train (`train`), their learning
 rates (`lr` x `lr_mult`), the schedule, the data mixture and the DeepSpeed config. Values come
@@ -26,7 +26,7 @@ PARTS = ("visual", "projector", "llm")  # the VLM's parts (task "lm")
 # parts of the model each task trains: "lm" is the VLM with the LM loss (every stage but
 # vit_pretrain); "contrastive" is vit_pretrain: the ViT, a small text tower and the SigLIP loss's
 # learnable temperature and bias ("logit")
-TASK_PARTS = {"lm": PARTS, "contrastive": ("visual", "text", "logit")}
+TASK_PARTS = {"lm": PARTS, "contrastive": ("visual", "text", "logit"), "preference": PARTS}
 
 
 @dataclass
@@ -62,9 +62,21 @@ class ScheduleConfig:
 
 
 @dataclass
+class MpoConfig:
+    """Task `preference` (training/tasks/preference.py): MPO = w_dpo DPO + w_bco BCO + w_sft NLL."""
+
+    beta: float = 0.1  # the implicit reward's scale: reward = beta x (log pi - log pi_ref)
+    weights: list[float] = field(default_factory=lambda: [0.8, 0.2, 1.0])  # dpo, bco, sft (InternVL's)
+    # live: a frozen copy of the starting weights runs beside the policy; precomputed: read from the
+    # rows (`python -m training.precompute_ref`), no reference model is loaded
+    reference: Literal["live", "precomputed"] = "live"
+
+
+@dataclass
 class StageConfig:
     stage: str = "pretrain"
-    task: Literal["lm", "contrastive"] = "lm"  # lm: the VLM, packed sequences; contrastive: vit_pretrain
+    # training/tasks: lm (the VLM, packed sequences), contrastive (vit_pretrain), preference (mpo)
+    task: Literal["lm", "contrastive", "preference"] = "lm"
     # tiny | keye_8b (configs/models/NAME.yaml) | a model YAML | an HF folder (weights loaded)
     model: str = "tiny"
     # HF folder whose weights start the run. Without it a YAML model starts from random weights,
@@ -82,6 +94,7 @@ class StageConfig:
     batch_size: int = 16
     max_text_tokens: int = 64
     text_model: str = "configs/models/siglip_text_tiny.yaml"
+    mpo: MpoConfig = field(default_factory=MpoConfig)
     lr_mult: LrMultipliers = field(default_factory=LrMultipliers)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -119,6 +132,8 @@ class StageConfig:
             raise ConfigError("train: at least one part must learn")
         if self.data_weights and len(self.data_weights) != len(self.data):
             raise ConfigError(f"data_weights has {len(self.data_weights)} values for {len(self.data)} data folders")
+        if len(self.mpo.weights) != 3:
+            raise ConfigError(f"mpo.weights: three values (dpo, bco, sft), got {self.mpo.weights}")
         for key in ("max_steps", "max_tokens", "micro_batches", "batch_size", "max_text_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")

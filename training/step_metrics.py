@@ -1,6 +1,6 @@
 """One optimizer step's numbers, assembled once, then checked and logged.
 
-    record = StepMetrics.gather(plan, step_sum, global_tokens, lr, grad_norm, seconds, peak, world, mixture)
+    record = StepMetrics.gather(plan, step_loss, lr, grad_norm, seconds, peak, world, mixture, task)
     if not record.finite: stop                  # before anything is logged or saved
     metrics.log(step, record.values())          # metrics.jsonl, TensorBoard, the progress line
 
@@ -46,10 +46,10 @@ class Mixture:
 
 @dataclass
 class StepMetrics:
-    loss: float  # every rank's token-loss sum over the step's loss tokens (losses.py)
+    loss: float  # the step's loss: every rank's share added (training/tasks/base.py)
     lr: float  # the largest group's learning rate after the schedule
     grad_norm: float | None  # DeepSpeed's global norm (-1 or inf where it was not finite); None: not computed
-    loss_tokens: int
+    totals: dict[str, int]  # the task's normalisers over the step (loss_tokens; pairs ...)
     tokens_per_s: float
     samples_per_s: float
     step_seconds: float
@@ -60,21 +60,26 @@ class StepMetrics:
     dropped_sequences: int = 0  # read but not run at the very end of a finite run
     dropped_samples: int = 0
     mix: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)  # the task's sums over the step, all ranks
+    task_values: dict[str, float] = field(default_factory=dict)  # the task's own metrics
 
     @classmethod
-    def gather(cls, plan, step_sum: float, global_tokens: int, lr: float, grad_norm: float | None,
-               seconds: float, peak_flops: float | None, world: int, mixture: Mixture) -> StepMetrics:
-        """The step's record from this rank's plan (global_step.StepPlan) and loss-token sum; a
-        collective: every rank calls it at every step."""
+    def gather(cls, plan, step, lr: float, grad_norm: float | None, seconds: float, peak_flops: float | None,
+               world: int, mixture: Mixture, task=None) -> StepMetrics:
+        """The step's record from this rank's plan (global_step.StepPlan) and its engine.StepLoss;
+        a collective: every rank calls it at every step."""
         mine = plan.mine
+        names = sorted(step.stats)
         local = [sum(b.real_tokens for b in mine), sum(b.max_tokens for b in mine),
-                 sum(len(b.sample_ids) for b in mine), sum(b.padding_tokens for b in mine), step_sum]
-        real, slots, samples, padding, loss_sum = (sum(column) for column in zip(*all_gather_lists(local)))
+                 sum(len(b.sample_ids) for b in mine), sum(b.padding_tokens for b in mine), step.loss,
+                 *(step.stats[n] for n in names)]
+        real, slots, samples, padding, loss, *sums = (sum(column) for column in zip(*all_gather_lists(local)))
+        stats = dict(zip(names, sums))
         return cls(
-            loss=loss_sum / global_tokens,
+            loss=loss,
             lr=lr,
             grad_norm=grad_norm,
-            loss_tokens=global_tokens,
+            totals=dict(step.totals),
             tokens_per_s=real / seconds,
             samples_per_s=samples / seconds,
             step_seconds=seconds,
@@ -85,6 +90,8 @@ class StepMetrics:
             dropped_sequences=plan.dropped_sequences,
             dropped_samples=plan.dropped_samples,
             mix=mixture.fractions(),
+            stats=stats,
+            task_values=task.metrics(stats, step.totals) if task is not None else {},
         )
 
     @property
@@ -101,7 +108,7 @@ class StepMetrics:
             "loss": self.loss,
             "lr": self.lr,
             "grad_norm": self.grad_norm,
-            "loss_tokens": self.loss_tokens,
+            **self.totals,
             "tokens_per_s": self.tokens_per_s,
             "samples_per_s": self.samples_per_s,
             "step_seconds": self.step_seconds,
@@ -112,4 +119,4 @@ class StepMetrics:
         }
         if self.dropped_sequences:
             values.update(dropped_sequences=self.dropped_sequences, dropped_samples=self.dropped_samples)
-        return {**values, **self.mix}
+        return {**values, **self.task_values, **self.mix}

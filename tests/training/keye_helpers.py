@@ -94,18 +94,18 @@ def training_rows(n: int = 24) -> list[dict]:
 
 def tiny(seed: int = 0):
     """The tiny VLM as `python -m training.launch` builds it (random weights from `seed`)."""
-    from training.launch import resolve_model
+    from training.tasks.lm import resolve_model
     from training.stages import StageConfig
 
     return resolve_model(StageConfig(model="tiny", seed=seed))
 
 
-def parts_state(model) -> dict[str, dict[str, torch.Tensor]]:
-    """A copy of every parameter, by the part it belongs to (the names `train` uses)."""
-    from training.engine import model_parts
+def parts_state(model, task: str = "lm") -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of every parameter, by the part it belongs to (the names `train` uses) under `task`."""
+    from training.tasks import build_task
 
     return {part: {f"{i}.{n}": p.detach().clone() for i, m in enumerate(mods) for n, p in m.named_parameters()}
-            for part, mods in model_parts(model).items()}
+            for part, mods in build_task(task).model_parts(model).items()}
 
 
 def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:

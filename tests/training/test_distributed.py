@@ -81,7 +81,7 @@ def test_two_ranks_balanced_to_the_end_equal_one_process(tmp_path, folder):
     cfg = load_stage([*base, f"output={tmp_path / 'one'}"])
     tokenizer = load_tokenizer()
     pipes = [build_pipeline(cfg, tokenizer, rank, 2) for rank in (0, 1)]
-    from training.engine import model_dims, train_flops
+    from training.tasks.lm import LMTask, model_dims, train_flops
 
     dims = model_dims(tiny().config)
     plans = run_ranks(2, lambda r, ex: GlobalSteps(pipes[r], 2, lambda b: train_flops([b], dims), rank=r, world=2,
@@ -90,7 +90,7 @@ def test_two_ranks_balanced_to_the_end_equal_one_process(tmp_path, folder):
     assert moved == sum(o != r for r in (0, 1) for p in plans[r] for o in p.owners)
     engine = build_engine(tiny(), cfg)
     for p0, p1 in zip(*plans):
-        train_step(engine, p0.mine + p1.mine, world=1)
+        train_step(engine, LMTask(), p0.mine + p1.mine, world=1)
     two = load_file(str(out / "export" / "model.safetensors"))
     one, start = engine.module.state_dict(), tiny().state_dict()
     assert not torch.equal(one["lm_head.weight"], start["lm_head.weight"])

@@ -85,6 +85,7 @@ def test_loss_is_normalised_by_the_steps_loss_tokens(tmp_path, shard_folder):
     computed here by hand, in float64, from full logits on a copy of the model."""
     from training.engine import build_engine, train_step
     from training.losses import token_sum_cross_entropy
+    from training.tasks.lm import LMTask
 
     micro = two_batches(shard_folder)  # a caption (with an image) and a chat
     counts = [b.loss_tokens for b in micro]
@@ -109,10 +110,11 @@ def test_loss_is_normalised_by_the_steps_loss_tokens(tmp_path, shard_folder):
                 for n, p in reference.named_parameters()}
     assert reference.visual.vision_model.embeddings.patch_embedding.weight.grad.abs().max() > 0
 
-    step_sum, tokens = train_step(engine, micro, world=1)
+    step = train_step(engine, LMTask(), micro, world=1)
+    tokens = step.totals["loss_tokens"]
     assert tokens == sum(counts)
     # a sum of nonnegative token losses: float32 in any order is within tokens x eps of float64
-    assert step_sum == pytest.approx(float(sum(s.detach() for s, _ in sums)), rel=tokens * torch.finfo().eps)
+    assert step.loss == pytest.approx(float(sum(s.detach() for s, _ in sums)) / tokens, rel=tokens * torch.finfo().eps)
     got = {n: p.detach() for n, p in engine.module.named_parameters()}
     assert_same_training(got, expected, start)  # float32 engine against the float64 step (engine_helpers)
     # the per-micro-batch average is another update, far outside that tolerance (0.04 of the update
@@ -177,20 +179,21 @@ def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     at step 3 with an error naming the step and the step's sample ids as the ledger lists them;
     nothing of step 3 is logged or saved, the newest complete checkpoint is step 2's, and a
     restart resumes from it."""
-    import training.engine
     from training.checkpoint import complete_checkpoints
     from training.engine import NonFiniteStepError
     from training.launch import run
-    from training.losses import sum_from_mean
     from training.metrics import read_ledger
+    from training.tasks.lm import LMTask
 
-    calls = []
+    calls, lm_loss = [], LMTask.loss
 
-    def poisoned_at_step_3(mean_loss, count):  # one micro-batch per step: call 3 is step 3
+    def poisoned_at_step_3(self, engine, batch, totals):  # one micro-batch per step: call 3 is step 3
         calls.append(1)
-        return sum_from_mean(mean_loss, count) * (float("nan") if len(calls) == 3 else 1.0)
+        result = lm_loss(self, engine, batch, totals)
+        result.share = result.share * (float("nan") if len(calls) == 3 else 1.0)
+        return result
 
-    monkeypatch.setattr(training.engine, "sum_from_mean", poisoned_at_step_3)
+    monkeypatch.setattr(LMTask, "loss", poisoned_at_step_3)
     cfg = stage("pretrain", tmp_path, shard_folder, "max_steps=6", "save_every=2")
     with pytest.raises(NonFiniteStepError) as caught:
         run(cfg)
@@ -204,7 +207,7 @@ def test_a_non_finite_step_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert "stopped: step 3" in (tmp_path / "report.md").read_text()
 
-    monkeypatch.setattr(training.engine, "sum_from_mean", sum_from_mean)
+    monkeypatch.setattr(LMTask, "loss", lm_loss)
     again = run(cfg)
     assert (again.start_step, again.step) == (2, 6)
     assert [r["step"] for r in read_ledger(tmp_path)[0]] == [1, 2, 3, 4, 5, 6]  # the failed step 3 replaced
@@ -258,6 +261,7 @@ def test_two_ranks_equal_one_rank_with_two_micro_batches(tmp_path, shard_folder)
     from safetensors.torch import load_file
 
     from training.engine import _free_port, build_engine, train_step
+    from training.tasks.lm import LMTask
 
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     code = (
@@ -272,7 +276,7 @@ def test_two_ranks_equal_one_rank_with_two_micro_batches(tmp_path, shard_folder)
     two_ranks = load_file(str(tmp_path / "dp.safetensors"))
 
     engine = build_engine(tiny(), sgd_stage(tmp_path / "single", shard_folder, 2))
-    train_step(engine, two_batches(shard_folder), world=1)
+    train_step(engine, LMTask(), two_batches(shard_folder), world=1)
     one_rank = engine.module.state_dict()
     start = tiny().state_dict()
     assert not torch.equal(one_rank["lm_head.weight"], start["lm_head.weight"])
@@ -282,7 +286,7 @@ def test_two_ranks_equal_one_rank_with_two_micro_batches(tmp_path, shard_folder)
 def test_train_flops_count_lm_head_on_loss_positions_only():
     from training.data import PackedBatch
     from training.data.cost import ModelDims, SampleShape, sequence_flops
-    from training.engine import train_flops
+    from training.tasks.lm import train_flops
 
     dims = ModelDims(llm_hidden=8, vocab_size=100)
     shapes = [SampleShape(10), SampleShape(6)]

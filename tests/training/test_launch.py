@@ -18,14 +18,14 @@ from training.stages import PARTS, STAGES_DIR, TASK_PARTS, load_stage
 
 REPO = Path(__file__).resolve().parents[2]
 LM_STAGES = ("align", "pretrain", "anneal", "sft", "cot_coldstart")
-STAGES = (*LM_STAGES, "vit_pretrain")
+STAGES = (*LM_STAGES, "vit_pretrain", "mpo")
 
 
 @pytest.mark.parametrize("name", STAGES)
 def test_every_stage_config_loads(name):
     cfg = load_stage([f"stage={name}"])
     assert cfg.stage == name
-    assert cfg.task == ("contrastive" if name == "vit_pretrain" else "lm")
+    assert cfg.task == {"vit_pretrain": "contrastive", "mpo": "preference"}.get(name, "lm")
     assert set(cfg.train) <= set(TASK_PARTS[cfg.task])
     assert (REPO / cfg.deepspeed).is_file()
 
@@ -38,6 +38,9 @@ def test_stages_differ_as_the_design_says():
     cot = load_stage(["stage=cot_coldstart"])
     assert [Path(d).name for d in cot.data] == ["think", "no_think", "auto_think", "agentic"]
     assert len(cot.data_weights) == len(cot.data)
+    mpo = load_stage(["stage=mpo"])
+    assert (mpo.task, mpo.mpo.weights, mpo.mpo.reference, mpo.data) == (
+        "preference", [0.8, 0.2, 1.0], "live", ["out/cot/preference"])
     assert sorted(p.stem for p in STAGES_DIR.glob("*.yaml")) == sorted(STAGES)
 
 
@@ -56,7 +59,7 @@ def test_overrides_and_errors():
 
 
 def test_large_model_without_weights_is_an_error():
-    from training.launch import resolve_model
+    from training.tasks.lm import resolve_model
 
     with pytest.raises(ConfigError, match="init="):
         resolve_model(load_stage(["model=keye_8b"]))
@@ -110,7 +113,7 @@ def test_launch_writes_metrics_and_a_loadable_export(tmp_path):
     fresh = tiny()  # the same seed's initial weights: the export holds the trained ones
     assert not torch.equal(model.lm_head.weight, fresh.lm_head.weight)
     # the next stage starts from it: init=EXPORT (model= a YAML name or the folder itself)
-    from training.launch import resolve_model
+    from training.tasks.lm import resolve_model
 
     for args in ([f"init={out / 'export'}"], [f"model={out / 'export'}"]):
         follow = resolve_model(load_stage(["stage=anneal", *args]))

@@ -72,20 +72,21 @@ def test_every_lm_stage_is_covered():
 
 @pytest.mark.parametrize("name", LM_STAGES)
 def test_stage_trains_exactly_its_parts(name, tmp_path, data_root, initial_parts, monkeypatch):
-    import training.launch
+    from training.launch import run
+    from training.tasks.lm import LMTask
 
     seen = []  # (input_ids, labels) of every forward the run made
-    resolve_model = training.launch.resolve_model
+    build_model = LMTask.build_model
 
-    def resolve_and_watch(cfg):
-        model = resolve_model(cfg)
+    def resolve_and_watch(self, cfg):
+        model = build_model(self, cfg)
         model.register_forward_pre_hook(
             lambda module, args, kwargs: seen.append((kwargs["input_ids"].clone(), kwargs["labels"].clone())),
             with_kwargs=True,
         )
         return model
 
-    monkeypatch.setattr(training.launch, "resolve_model", resolve_and_watch)
+    monkeypatch.setattr(LMTask, "build_model", resolve_and_watch)
     cfg = load_stage(
         [
             f"stage={name}",
@@ -100,7 +101,7 @@ def test_stage_trains_exactly_its_parts(name, tmp_path, data_root, initial_parts
             "seed=0",
         ]
     )
-    result = training.launch.run(cfg)
+    result = run(cfg)
     assert result.step == 2 and len(seen) == 2 * cfg.micro_batches
 
     after = parts_state(result.engine.module)
@@ -141,19 +142,19 @@ def assert_loss_on_assistant_tokens_only(input_ids: torch.Tensor, labels: torch.
 def test_vit_pretrain_trains_vit_text_tower_and_temperature(tmp_path, data_root):
     """The contrastive stage through the same launch: ViT, text tower and the SigLIP scale/bias
     all move, and the trained ViT is the VLM's (same names: it loads into a fresh VLM strictly)."""
-    from training.engine import model_parts
     from training.launch import run
+    from training.tasks import build_task
     from training.vit_pretrain import build_vit_pretrain_model
 
     args = ["stage=vit_pretrain", f"data={stage_data('pretrain', data_root)}", f"output={tmp_path / 'out'}",
             "max_steps=2", "batch_size=4", "shuffle_buffer=8", "export=false", "seed=0"]
     cfg = load_stage(args)
     before = {part: {n: p.detach().clone() for i, m in enumerate(mods) for n, p in m.named_parameters()}
-              for part, mods in model_parts(build_vit_pretrain_model(cfg)).items()}
+              for part, mods in build_task("contrastive").model_parts(build_vit_pretrain_model(cfg)).items()}
     result = run(cfg)
     assert result.step == 2
     after = {part: {n: p.detach() for i, m in enumerate(mods) for n, p in m.named_parameters()}
-             for part, mods in model_parts(result.engine.module).items()}
+             for part, mods in build_task("contrastive").model_parts(result.engine.module).items()}
     for part in ("visual", "text", "logit"):
         assert changed(before[part], after[part]), part
     tiny(0).visual.load_state_dict(result.engine.module.visual.state_dict(), strict=True)

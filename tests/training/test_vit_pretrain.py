@@ -139,7 +139,7 @@ def test_a_different_shared_width_adds_an_image_projection(tokenizer, processor,
 
 def test_trained_visual_loads_into_the_vlm():
     """Same class and names: the VLM takes the ViT's state dict strictly and computes the same features."""
-    from training.launch import resolve_model
+    from training.tasks.lm import resolve_model
     from training.stages import StageConfig
 
     vit, vlm = tiny_vit(seed=1), resolve_model(StageConfig(model="tiny"))
@@ -151,7 +151,7 @@ def test_trained_visual_loads_into_the_vlm():
 def test_build_from_a_vlm_folder_and_from_an_export(tmp_path):
     """model=VLM folder: its ViT config and weights, a fresh text tower; init=export: everything back."""
     from curation.config import ConfigError
-    from training.launch import resolve_model
+    from training.tasks.lm import resolve_model
     from training.stages import StageConfig
     from training.vit_pretrain import build_vit_pretrain_model
 
@@ -308,6 +308,7 @@ def deepspeed_file(tmp_path: Path, zero: int) -> Path:
 @pytest.mark.parametrize("zero", [1, 2, 3])
 def test_deepspeed_steps_train_every_part(tmp_path, tokenizer, processor, captions_folder, zero):
     from training.engine import build_engine, make_optimizer, param_groups, train_step
+    from training.tasks.contrastive import ContrastiveTask
 
     cfg = stage(
         f"output={tmp_path / 'out'}",
@@ -316,13 +317,15 @@ def test_deepspeed_steps_train_every_part(tmp_path, tokenizer, processor, captio
         f"deepspeed={deepspeed_file(tmp_path, zero)}",
     )
     model = tiny_vit()
-    before = parts_state(model)
+    before = parts_state(model, "contrastive")
     engine = build_engine(model, cfg)
     batch = next(pipeline(captions_folder, tokenizer, processor, batch_size=cfg.batch_size))
     assert len({int(t * h * w) for t, h, w in batch.inputs["image_grid_thw"]}) > 1  # the head runs more than once
-    results = [train_step(engine, [batch], world=1) for _ in range(3)]
-    assert all(pairs == 4 for _, pairs in results)
-    losses = [loss_sum / pairs for loss_sum, pairs in results]
+    task = ContrastiveTask()
+    task.attach(engine, cfg)
+    results = [train_step(engine, task, [batch], world=1) for _ in range(3)]
+    assert all(r.totals == {"pairs": 4} for r in results)
+    losses = [r.loss for r in results]
     assert losses[0] != losses[-1]
     # the same steps without DeepSpeed: AdamW on the engine's groups, the global-norm clip
     reference = tiny_vit()
@@ -344,8 +347,8 @@ def test_deepspeed_steps_train_every_part(tmp_path, tokenizer, processor, captio
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
-            after = parts_state(engine.module)
+            after = parts_state(engine.module, "contrastive")
     else:
-        after = parts_state(engine.module)
+        after = parts_state(engine.module, "contrastive")
     for part in ("visual", "text", "logit"):
         assert changed(before[part], after[part]), part

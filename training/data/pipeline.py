@@ -24,10 +24,19 @@ numpy global RNG state to save for the data.
 
 Rows the processor cannot turn into a sample (undecodable image, extreme aspect ratio) are skipped
 with reason `unprocessable` and logged, never a crash of the run.
+
+Pairs (`pairs=True`, preference training): a `preference` row becomes two samples, its chosen
+conversation (`messages`) and its `rejected` one (same prompt and images), which enter the packer
+as ONE entry of their summed length: a pair is never split across sequences, micro-steps or ranks,
+and lies in its sequence as chosen then rejected. A pair over max_tokens is skipped as `too_long`
+(never truncated: a cut answer is another answer), a row without a rejected reply as `not_a_pair`.
+Reference log-probs precomputed into the row (`extra["ref_logps"]`, training/precompute_ref.py)
+travel with the batch.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,9 +49,12 @@ from training.losses import IGNORE_INDEX
 
 from .cost import SampleShape
 from .packer import (
+    NO_LOSS_TOKENS,
+    TOO_LONG,
     TRUNCATABLE_KINDS,
     Packer,
     fit_to_limit,
+    loss_tokens,
     packed_inputs,
     processed_shape,
     saved_keys,
@@ -57,6 +69,7 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 UNPROCESSABLE = "unprocessable"
+NOT_A_PAIR = "not_a_pair"
 
 
 @dataclass
@@ -73,6 +86,13 @@ class PackedBatch:
     loss_tokens: int  # labelled targets after the shift: the model's num_loss_tokens
     real_tokens: int
     truncated: int  # samples of this sequence that were cut to max_tokens
+    # per packed sample (a row is one sample, or two in pair mode: chosen, rejected): its loss tokens
+    sample_loss_tokens: list[int] = field(default_factory=list)
+    samples_per_row: int = 1
+    # pair mode with precomputed reference log-probs: one per packed sample, and the model they were
+    # computed with; None where the rows carry none
+    ref_logps: list[float] | None = None
+    ref_models: list[str] | None = None
     # rows skipped since the previous batch, by reason (rows skipped after the last batch of a
     # finite run show only in DataPipeline.skipped)
     skipped: dict[str, int] = field(default_factory=dict)
@@ -84,13 +104,20 @@ class PackedBatch:
 
 @dataclass
 class _Item:
-    """The packer's payload for one row: the sample ready to pack, and what the batch reports."""
+    """The packer's payload for one row: its samples ready to pack (one, or chosen and rejected),
+    and what the batch reports."""
 
-    sample: Sample
+    samples: list[Sample]
     sample_id: str
     kind: str
     coord: RowCoord
     truncated: bool
+    ref_logps: tuple[float, float] | None = None
+    ref_model: str | None = None
+
+    @property
+    def length(self) -> int:
+        return sum(len(sample.input_ids) for sample in self.samples)
 
 
 class DataPipeline:
@@ -111,11 +138,13 @@ class DataPipeline:
         lookahead_tokens: int | None = None,
         max_wait: int | None = None,
         truncate_kinds: Sequence[str] = TRUNCATABLE_KINDS,
+        pairs: bool = False,
     ):
         self.reader = reader
         self.processor = processor
         self.max_tokens = int(max_tokens)
         self.truncate_kinds = tuple(truncate_kinds)
+        self.pairs = bool(pairs)
         self.packer = Packer(self.max_tokens, buffer_size, lookahead_tokens, max_wait)
         self._exhausted = False
         self._pending_skips: Counter[str] = Counter()  # skipped rows not yet reported by a batch
@@ -140,13 +169,15 @@ class DataPipeline:
                 self._pending_skips[reason] += 1
                 self.skipped[reason] += 1
             else:
-                self.packer.add(tuple(coord), len(item.sample.input_ids), item)
+                self.packer.add(tuple(coord), item.length, item)
         if not len(self.packer):
             raise StopIteration
         return self._batch([entry.payload for entry in self.packer.pop_sequence()])
 
     def _prepare(self, coord: RowCoord, row: Mapping) -> tuple[_Item | None, str | None]:
         """Process a row and apply the truncation policy: (item, None) or (None, skip reason)."""
+        if self.pairs:
+            return self._prepare_pair(coord, row)
         try:
             sample = self.processor(row)
         except (ValueError, OSError) as error:  # bad bytes, aspect ratio: this row, not the run
@@ -155,7 +186,25 @@ class DataPipeline:
         fit = fit_to_limit(sample, row["kind"], self.max_tokens, self.truncate_kinds)
         if fit.sample is None:
             return None, fit.skip_reason
-        return _Item(fit.sample, row["id"], row["kind"], RowCoord(*coord), fit.truncated), None
+        return _Item([fit.sample], row["id"], row["kind"], RowCoord(*coord), fit.truncated), None
+
+    def _prepare_pair(self, coord: RowCoord, row: Mapping) -> tuple[_Item | None, str | None]:
+        if row.get("kind") != "preference" or not row.get("rejected"):
+            return None, NOT_A_PAIR
+        try:
+            chosen = self.processor(row)
+            rejected = self.processor(row, messages=row["rejected"])
+        except (ValueError, OSError) as error:
+            log.warning("skipping pair %s: %s", row.get("id"), error)
+            return None, UNPROCESSABLE
+        if len(chosen.input_ids) + len(rejected.input_ids) > self.max_tokens:
+            return None, TOO_LONG
+        if not (loss_tokens(chosen) and loss_tokens(rejected)):
+            return None, NO_LOSS_TOKENS
+        ref = json.loads(row.get("extra") or "{}").get("ref_logps")
+        ref_logps = (float(ref["chosen"]), float(ref["rejected"])) if ref else None
+        return _Item([chosen, rejected], row["id"], row["kind"], RowCoord(*coord), False, ref_logps,
+                     ref.get("model") if ref else None), None
 
     def rebuild(self, coords: Sequence[Sequence[int]]) -> PackedBatch:
         """The sequence of these rows (any rank's `PackedBatch.coords`), made again from the shards:
@@ -168,31 +217,37 @@ class DataPipeline:
             if item is None:
                 raise ValueError(f"row {coord} cannot be packed ({reason}): not a sequence this pipeline made")
             items.append(item)
-        if sum(len(item.sample.input_ids) for item in items) > self.max_tokens:
+        if sum(item.length for item in items) > self.max_tokens:
             raise ValueError(f"rows {coords} hold more than max_tokens={self.max_tokens} tokens")
         return self._assemble(items, {})
 
     def _assemble(self, items: list[_Item], skipped: dict[str, int]) -> PackedBatch:
-        inputs = packed_inputs([item.sample for item in items])
+        samples = [sample for item in items for sample in item.samples]
+        inputs = packed_inputs(samples)
+        with_ref = self.pairs and all(item.ref_logps is not None for item in items)
         return PackedBatch(
             inputs=inputs,
             vision_cu_seqlens=vision_cu_seqlens(inputs["image_grid_thw"], inputs["video_grid_thw"]),
             sample_ids=[item.sample_id for item in items],
             coords=[item.coord for item in items],
             kinds=[item.kind for item in items],
-            shapes=[processed_shape(item.sample) for item in items],
+            shapes=[processed_shape(sample) for sample in samples],
             max_tokens=self.max_tokens,
             loss_tokens=int((inputs["labels"] != IGNORE_INDEX).sum()),
             real_tokens=int(inputs["input_ids"].shape[1]),
             truncated=sum(item.truncated for item in items),
             skipped=skipped,
+            sample_loss_tokens=[loss_tokens(sample) for sample in samples],
+            samples_per_row=2 if self.pairs else 1,
+            ref_logps=[v for item in items for v in item.ref_logps] if with_ref else None,
+            ref_models=[item.ref_model for item in items] if with_ref else None,
         )
 
     def _batch(self, items: list[_Item]) -> PackedBatch:
         batch = self._assemble(items, dict(self._pending_skips))
         self._pending_skips.clear()
         self.totals.update(
-            samples=len(items),
+            samples=len(items),  # rows (a pair counts once)
             sequences=1,
             real_tokens=batch.real_tokens,
             padding_tokens=batch.padding_tokens,
@@ -216,7 +271,7 @@ class DataPipeline:
     # --- checkpoint state -----------------------------------------------------------------------
 
     def _settings(self) -> dict:
-        return {"max_tokens": self.max_tokens, "truncate_kinds": list(self.truncate_kinds)}
+        return {"max_tokens": self.max_tokens, "truncate_kinds": list(self.truncate_kinds), "pairs": self.pairs}
 
     def state_dict(self) -> dict:
         """JSON-able state after the batches yielded so far; restoring it resumes at the next one."""
@@ -243,7 +298,7 @@ class DataPipeline:
             item, reason = self._prepare(coord, row)
             if item is None:  # it was packable when saved: data or processing changed
                 raise ValueError(f"buffered row {coord} cannot be packed any more ({reason})")
-            payloads.append((len(item.sample.input_ids), item))
+            payloads.append((item.length, item))
         self.packer.load_state_dict(state["packer"], payloads)
         self._exhausted = bool(state["exhausted"])
         self._pending_skips = Counter(state["pending_skips"])

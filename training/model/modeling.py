@@ -34,7 +34,7 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3RMSNorm
 from transformers.models.siglip.modeling_siglip import SiglipMultiheadAttentionPoolingHead
 
-from training.losses import IGNORE_INDEX, token_sum_cross_entropy
+from training.losses import IGNORE_INDEX, token_cross_entropy, token_sum_cross_entropy
 
 from . import attention as _attention  # noqa: F401  (registers the "keye_varlen" attention)
 from .configuration import KeyeConfig
@@ -45,7 +45,7 @@ from .vision import KeyeVisionModel
 
 def _mean_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean token loss, loss tokens): the LM loss of training.losses as a mean, which is what
-    transformers' `loss` means; the engine multiplies the count back in (losses.sum_from_mean)."""
+    transformers' `loss` means. Training reads `token_logps` instead (the sums a task normalises)."""
     total, count = token_sum_cross_entropy(logits, targets)
     return total / count.clamp(min=1), count
 
@@ -57,6 +57,9 @@ class KeyeCausalLMOutput(ModelOutput):
     past_key_values: Any = None
     rope_deltas: torch.Tensor | None = None
     num_loss_tokens: torch.Tensor | None = None
+    # with labels and return_logits=False: log p(target) at every position that has a target, 0
+    # elsewhere, (batch, length) in float32; training tasks sum it per sample (losses.segment_sums)
+    token_logps: torch.Tensor | None = None
 
 
 class KeyeTextModel(nn.Module):
@@ -304,11 +307,14 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
             cu_seqlens=cu_seqlens,
             past_key_values=past_key_values,
         )
-        loss = num_loss_tokens = logits = None
+        loss = num_loss_tokens = logits = token_logps = None
         if labels is not None and not return_logits:
             targets = self.shift_labels(labels, cu_seqlens)
             keep = targets != IGNORE_INDEX
-            loss, num_loss_tokens = _mean_cross_entropy(self.lm_head(hidden[keep]), targets[keep])
+            nll = token_cross_entropy(self.lm_head(hidden[keep]), targets[keep])
+            token_logps = torch.zeros(targets.shape, dtype=nll.dtype, device=nll.device).masked_scatter(keep, -nll)
+            num_loss_tokens = keep.sum()
+            loss = nll.sum() / num_loss_tokens.clamp(min=1)
         else:
             logits = self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
             if labels is not None:
@@ -319,6 +325,7 @@ class KeyeForConditionalGeneration(KeyePreTrainedModel):
             past_key_values=past_key_values if use_cache else None,
             rope_deltas=rope_deltas,
             num_loss_tokens=num_loss_tokens,
+            token_logps=token_logps,
         )
 
     @staticmethod

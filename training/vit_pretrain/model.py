@@ -97,7 +97,8 @@ class ViTPretrainConfig(PretrainedConfig):
 @dataclass
 class ViTPretrainOutput(ModelOutput):
     loss: torch.Tensor | None = None  # mean over the batch's pairs: loss_sum / num_loss_tokens
-    num_loss_tokens: torch.Tensor | None = None  # pairs n (the engine's normaliser)
+    num_loss_tokens: torch.Tensor | None = None  # pairs n (the step's normaliser)
+    loss_sum: torch.Tensor | None = None  # the sigmoid loss summed over the batch's rows (what training adds up)
     image_embeds: torch.Tensor | None = None  # (n, embed_dim), not normalised
     text_embeds: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (n, n) pair logits, with return_logits=True
@@ -193,6 +194,7 @@ class ViTPretrainModel(PreTrainedModel):
         loss_sum, n, logits = self.logit(image, text, return_logits)
         return ViTPretrainOutput(
             loss=loss_sum / n,
+            loss_sum=loss_sum,
             num_loss_tokens=torch.tensor(n),
             image_embeds=image,
             text_embeds=text,

@@ -173,15 +173,16 @@ $(CDS_STAMP): $(STAMP) $(SPARK_ENV_STAMP)
 
 # The main jobs on the embedded default: local Spark over the bundled sample corpus, then a short
 # training stage of the tiny model on the shards it wrote; the reasoning data (verifiable
-# synthetic tasks, offline), then a short CoT cold start on it.
+# synthetic tasks, offline), then a short CoT cold start on it and two MPO steps on its preference pairs.
 demo: setup
 	$(VENV)/bin/spark-submit jobs/build_pretrain.py
 	$(PY) -m training.launch
 	$(VENV)/bin/spark-submit jobs/build_cot.py
 	$(PY) -m training.launch stage=cot_coldstart
+	$(PY) -m training.launch stage=mpo max_steps=2
 	@echo "shards, funnel, rejects and card: out/pretrain (open out/pretrain/card/index.html)"
 	@echo "training: out/train/pretrain (report.md, metrics.jsonl, tensorboard/, export/)"
-	@echo "reasoning data: out/cot/{think,no_think,auto_think,agentic,preference,rl}; cold start: out/train/cot_coldstart"
+	@echo "reasoning data: out/cot/{think,no_think,auto_think,agentic,preference,rl}; cold start: out/train/cot_coldstart; MPO: out/train/mpo"
 
 # The whole suite: the main venv, then the PaddleOCR tests in their own venv.
 test: setup $(PADDLE_STAMP)

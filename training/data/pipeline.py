@@ -102,6 +102,24 @@ class PackedBatch:
         return self.max_tokens - self.real_tokens
 
 
+def pair_samples(processor: KeyeProcessor, row: Mapping, max_tokens: int) -> tuple[list[Sample] | None, str | None]:
+    """A preference row's [chosen, rejected] samples, or (None, skip reason): not a preference row
+    with a rejected reply, unprocessable, both together over max_tokens, or one without loss tokens."""
+    if row.get("kind") != "preference" or not row.get("rejected"):
+        return None, NOT_A_PAIR
+    try:
+        chosen = processor(row)
+        rejected = processor(row, messages=row["rejected"])
+    except (ValueError, OSError) as error:  # bad bytes, aspect ratio: this row, not the run
+        log.warning("skipping pair %s: %s", row.get("id"), error)
+        return None, UNPROCESSABLE
+    if len(chosen.input_ids) + len(rejected.input_ids) > max_tokens:
+        return None, TOO_LONG
+    if not (loss_tokens(chosen) and loss_tokens(rejected)):
+        return None, NO_LOSS_TOKENS
+    return [chosen, rejected], None
+
+
 @dataclass
 class _Item:
     """The packer's payload for one row: its samples ready to pack (one, or chosen and rejected),
@@ -189,21 +207,12 @@ class DataPipeline:
         return _Item([fit.sample], row["id"], row["kind"], RowCoord(*coord), fit.truncated), None
 
     def _prepare_pair(self, coord: RowCoord, row: Mapping) -> tuple[_Item | None, str | None]:
-        if row.get("kind") != "preference" or not row.get("rejected"):
-            return None, NOT_A_PAIR
-        try:
-            chosen = self.processor(row)
-            rejected = self.processor(row, messages=row["rejected"])
-        except (ValueError, OSError) as error:
-            log.warning("skipping pair %s: %s", row.get("id"), error)
-            return None, UNPROCESSABLE
-        if len(chosen.input_ids) + len(rejected.input_ids) > self.max_tokens:
-            return None, TOO_LONG
-        if not (loss_tokens(chosen) and loss_tokens(rejected)):
-            return None, NO_LOSS_TOKENS
+        samples, reason = pair_samples(self.processor, row, self.max_tokens)
+        if samples is None:
+            return None, reason
         ref = json.loads(row.get("extra") or "{}").get("ref_logps")
         ref_logps = (float(ref["chosen"]), float(ref["rejected"])) if ref else None
-        return _Item([chosen, rejected], row["id"], row["kind"], RowCoord(*coord), False, ref_logps,
+        return _Item(samples, row["id"], row["kind"], RowCoord(*coord), False, ref_logps,
                      ref.get("model") if ref else None), None
 
     def rebuild(self, coords: Sequence[Sequence[int]]) -> PackedBatch:

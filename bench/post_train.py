@@ -1,0 +1,166 @@
+"""mpo training throughput with the reference model live against precomputed (a benchmark, not a test).
+
+    python bench/post_train.py [model=tiny | init=HF_FOLDER model=keye_8b] [pairs=96] [max_tokens=2048]
+        [steps=6] [micro_batches=1] [deepspeed=configs/deepspeed/zero2.json] [peak_tflops=X]
+
+Makes its own preference rows (a photo-sized image in every other pair, replies of a few hundred
+tokens), writes them as a shard folder, scores them once with `training.precompute_ref` (timed),
+then runs the same optimizer steps twice in this process through the real engine and the
+preference task: `mpo.reference=live` (a frozen copy of the starting weights runs a forward per
+step) and `precomputed` (no reference model at all). Batches are drawn before timing; the first
+step is a warm-up. Reports train tokens/s (real tokens of the packed sequences per second), the
+MFU of the policy's training FLOPs (forward + backward; the live reference's forward is work the
+precomputed run does not do, so it is left out of both numerators), and on a GPU the peak memory.
+Writes bench/results/post_train.json with the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".torch_extensions"))
+
+WORDS = ("the shape count colour left right above below square circle red blue green total answer step "
+         "first then because so check again each row column value sum larger smaller equal").split()
+
+
+def preference_rows(n: int, seed: int = 0) -> list[dict]:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from curation.schema import image_entry, image_part, make_row, message
+
+    rng = random.Random(seed)
+    pixels = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        images = []
+        if i % 2 == 0:
+            buffer = io.BytesIO()
+            Image.fromarray(pixels.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=85)
+            images = [image_entry(buffer.getvalue())]
+        prompt = message("user", *([image_part(0)] if images else []), f"Question {i}: how many red squares are there?")
+
+        def reply(words: int, answer: int) -> str:
+            return "<think>\n" + " ".join(rng.choice(WORDS) for _ in range(words)) + f"\n</think>\n\n{answer}"
+
+        chosen = [prompt, message("assistant", reply(rng.randint(120, 320), 3))]
+        rejected = [prompt, message("assistant", reply(rng.randint(120, 320), 4))]
+        rows.append(make_row("bench", "preference", chosen, images, rejected=rejected))
+    return rows
+
+
+def write_folder(folder: Path, rows: list[dict]) -> Path:
+    import pyarrow.parquet as pq
+
+    from curation.schema import SCHEMA_VERSION, rows_to_table
+    from curation.schema.manifest import file_sha256, write_manifest
+
+    folder.mkdir(parents=True)
+    path = folder / "part-00000.parquet"
+    pq.write_table(rows_to_table(rows), path, row_group_size=16)
+    write_manifest(folder, {"schema_version": SCHEMA_VERSION, "rows": len(rows), "bytes": path.stat().st_size,
+                            "shards": [{"path": path.name, "rows": len(rows), "bytes": path.stat().st_size,
+                                        "sha256": file_sha256(path)}]})
+    return folder
+
+
+def run_mode(args: list[str], steps: int, peak: float | None) -> dict:
+    import torch
+
+    from training.engine import build_engine, set_lr, train_step
+    from training.processor import load_tokenizer
+    from training.schedules import Schedule
+    from training.stages import load_stage
+    from training.tasks.preference import PreferenceTask
+
+    cfg = load_stage(args)
+    task = PreferenceTask()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    engine = build_engine(task.build_model(cfg), cfg, task)
+    task.attach(engine, cfg)
+    batches = iter(task.build_pipeline(cfg, load_tokenizer(), 0, 1))
+    plan = [[next(batches) for _ in range(cfg.micro_batches)] for _ in range(steps + 1)]
+    times = []
+    for i, micro in enumerate(plan):  # the first step is a warm-up
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        set_lr(engine, Schedule("constant"), i)
+        step = train_step(engine, task, micro, world=1)
+        task.end_step(step.stats, step.totals)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    tokens = [sum(b.real_tokens for b in micro) for micro in plan[1:]]
+    policy_flops = [3 * sum(task.cost(b) / (3 + task.live) for b in micro) for micro in plan[1:]]
+    return {
+        "reference": cfg.mpo.reference,
+        "step_seconds_median": statistics.median(times[1:]),
+        "tokens_per_step_mean": statistics.mean(tokens),
+        "pairs_per_step_mean": statistics.mean(sum(len(b.sample_ids) for b in micro) for micro in plan[1:]),
+        "train_tokens_per_s_median": statistics.median(n / s for n, s in zip(tokens, times[1:])),
+        "mfu_median": statistics.median(f / s / peak for f, s in zip(policy_flops, times[1:])) if peak else None,
+        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+    }
+
+
+def main(argv: list[str]) -> None:
+    import torch
+
+    from hostinfo import cpu_model
+    from training.metrics import device_peak_flops
+    from training.precompute_ref import precompute
+    from training.stages import load_stage
+
+    opts = dict(a.split("=", 1) for a in argv)
+    steps, pairs = int(opts.pop("steps", 6)), int(opts.pop("pairs", 96))
+    opts.setdefault("max_tokens", "2048")
+    peak, peak_source = device_peak_flops(float(opts["peak_tflops"]) if "peak_tflops" in opts else None)
+    common = ["stage=mpo", "schedule.name=constant", "export=false", "shuffle_buffer=16", "packer_buffer=16",
+              *(f"{k}={v}" for k, v in opts.items())]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_folder(Path(tmp) / "pairs", preference_rows(pairs))
+        started = time.perf_counter()
+        precompute(load_stage([*common, f"data={folder}"]), folder, Path(tmp) / "scored")
+        precompute_seconds = time.perf_counter() - started
+        results = [run_mode([*common, f"data={folder}", "mpo.reference=live"], steps, peak),
+                   run_mode([*common, f"data={Path(tmp) / 'scored'}", "mpo.reference=precomputed"], steps, peak)]
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {cpu_model()}, {torch.get_num_threads()} threads"
+    live, pre = results
+    summary = {
+        "device": device,
+        "model": opts.get("init") or opts.get("model", "tiny"),
+        "settings": common,
+        "pairs_in_folder": pairs,
+        "precompute_seconds": precompute_seconds,
+        "peak_flops": peak,
+        "peak_source": peak_source,
+        "runs": results,
+        "precomputed_over_live_tokens_per_s": pre["train_tokens_per_s_median"] / live["train_tokens_per_s_median"],
+    }
+    for run in results:
+        mfu = f", MFU {run['mfu_median']:.3g}" if run["mfu_median"] is not None else ""
+        print(f"reference {run['reference']:<11} {run['train_tokens_per_s_median']:10.1f} train tokens/s, "
+              f"{run['step_seconds_median']:.3f} s/step, {run['tokens_per_step_mean']:.0f} tokens/step{mfu}")
+    print(f"precomputed / live: {summary['precomputed_over_live_tokens_per_s']:.2f}x; "
+          f"precompute took {precompute_seconds:.1f} s for {pairs} pairs ({device})")
+    out = ROOT / "bench" / "results" / "post_train.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -204,13 +204,12 @@ def global_totals(counts: dict[str, int], group=None) -> dict[str, int]:
 def train_step(engine, task, micro: list, world: int) -> StepLoss:
     """One optimizer step over this rank's sequences. Each micro-step back-propagates its share of
     the step's loss times the world size (DeepSpeed averages gradients over the ranks)."""
+    micro = task.rollout(engine, micro)  # on-policy tasks make their sequences now; the others pass them on
     counts: dict[str, int] = {}
     for batch in micro:
         for name, value in task.counts(batch).items():
             counts[name] = counts.get(name, 0) + int(value)
     totals = global_totals(counts)
-    if any(v <= 0 for v in totals.values()):
-        raise ValueError(f"a step needs something to average over, got {totals}")
     step_loss, stats = 0.0, {}
     for i, batch in enumerate(micro):
         # the boundary is set by hand: the last step of a finite run may have fewer micro-steps

@@ -166,13 +166,17 @@ GRPO_AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_no
 
 def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
               epsilon: float = 0.2, epsilon_high: float | None = None, ref_logps: torch.Tensor | None = None,
-              beta: float = 0.0, aggregation: str = "token_mean") -> torch.Tensor:
+              beta: float = 0.0, aggregation: str = "token_mean", *, normaliser: float | None = None) -> torch.Tensor:
     """The clipped policy-gradient loss of GRPO over (sequences, tokens) log-probs, per token
     -min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A), ratio = exp(logps - old_logps),
     plus beta * (exp(ref - logps) - (ref - logps) - 1) (the k3 KL estimate) when beta > 0; then
     aggregated over the masked tokens: "token_mean" (masked sum / mask sum),
     "seq_mean_token_mean" (mean over sequences of each one's token mean) or
-    "seq_mean_token_sum_norm" (masked sum / (sequences x mask width), Dr. GRPO)."""
+    "seq_mean_token_sum_norm" (masked sum / (sequences x mask width), Dr. GRPO).
+
+    `normaliser` (keyword only): the step's count instead of this call's (its masked tokens for
+    token_mean, its sequences for seq_mean_token_mean, sequences x width for the third), so that
+    the calls of a step's micro-steps and ranks add up to the loss of the whole step."""
     mask = mask.to(logps.dtype)
     ratio = torch.exp(logps - old_logps)
     high = epsilon if epsilon_high is None else epsilon_high
@@ -184,9 +188,10 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Te
         diff = ref_logps - logps
         per_token = per_token + beta * (torch.exp(diff) - diff - 1)
     if aggregation == "token_mean":
-        return (per_token * mask).sum() / mask.sum().clamp(min=1)
+        return (per_token * mask).sum() / (normaliser if normaliser is not None else mask.sum().clamp(min=1))
     if aggregation == "seq_mean_token_mean":
-        return ((per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+        per_sequence = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        return per_sequence.sum() / (normaliser if normaliser is not None else mask.shape[0])
     if aggregation == "seq_mean_token_sum_norm":
-        return (per_token * mask).sum() / (mask.shape[0] * mask.shape[1])
+        return (per_token * mask).sum() / (normaliser if normaliser is not None else mask.shape[0] * mask.shape[1])
     raise ValueError(f"aggregation must be one of {GRPO_AGGREGATIONS}, got {aggregation!r}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from curation.config import ConfigError, load
+from synthesis.model_client.config import ClientConfig
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES_DIR = REPO / "configs" / "stages"
@@ -26,7 +27,7 @@ PARTS = ("visual", "projector", "llm")  # the VLM's parts (task "lm")
 # parts of the model each task trains: "lm" is the VLM with the LM loss (every stage but
 # vit_pretrain); "contrastive" is vit_pretrain: the ViT, a small text tower and the SigLIP loss's
 # learnable temperature and bias ("logit")
-TASK_PARTS = {"lm": PARTS, "contrastive": ("visual", "text", "logit"), "preference": PARTS}
+TASK_PARTS = {"lm": PARTS, "contrastive": ("visual", "text", "logit"), "preference": PARTS, "rl": PARTS}
 
 
 @dataclass
@@ -73,10 +74,53 @@ class MpoConfig:
 
 
 @dataclass
+class ModeShares:
+    """How often a prompt's group is rolled out in each thinking mode (mix-mode RL)."""
+
+    think: float = 0.5
+    no_think: float = 0.3
+    auto_think: float = 0.2
+
+
+@dataclass
+class RewardWeights:
+    """Weights of the named rewards (training/rewards.py) in the total an advantage is made of."""
+
+    correctness: float = 1.0
+    format: float = 0.2
+    repetition: float = 0.1
+    length: float = 0.0
+    judge: float = 0.0  # a model judge through `rl.judge` (the model client); 0: never called
+
+
+@dataclass
+class RlConfig:
+    """Task `rl` (training/tasks/rl.py): mix-mode GRPO on `rl` rows (prompt + answer)."""
+
+    prompts: int = 2  # prompts per micro-batch; each is rolled out group_size times
+    group_size: int = 4
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: the whole vocabulary
+    modes: ModeShares = field(default_factory=ModeShares)
+    rewards: RewardWeights = field(default_factory=RewardWeights)
+    repetition_ngram: int = 4
+    length_target: int = 2000  # characters: the length reward is 1 up to here, target / length beyond
+    epsilon: float = 0.2
+    epsilon_high: float | None = None  # clip-higher (DAPO); None: epsilon
+    beta: float = 0.0  # KL to the frozen starting weights; > 0 builds the reference
+    scale: Literal["group", "batch", "none"] = "group"  # advantages (losses.grpo_advantages)
+    aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = "token_mean"
+    skip_equal_groups: bool = False  # groups whose rewards are all equal carry no advantage: leave them out
+    judge: ClientConfig = field(default_factory=ClientConfig)
+
+
+@dataclass
 class StageConfig:
     stage: str = "pretrain"
-    # training/tasks: lm (the VLM, packed sequences), contrastive (vit_pretrain), preference (mpo)
-    task: Literal["lm", "contrastive", "preference"] = "lm"
+    # training/tasks: lm (the VLM, packed sequences), contrastive (vit_pretrain), preference (mpo), rl
+    task: Literal["lm", "contrastive", "preference", "rl"] = "lm"
     # tiny | keye_8b (configs/models/NAME.yaml) | a model YAML | an HF folder (weights loaded)
     model: str = "tiny"
     # HF folder whose weights start the run. Without it a YAML model starts from random weights,
@@ -95,6 +139,7 @@ class StageConfig:
     max_text_tokens: int = 64
     text_model: str = "configs/models/siglip_text_tiny.yaml"
     mpo: MpoConfig = field(default_factory=MpoConfig)
+    rl: RlConfig = field(default_factory=RlConfig)
     lr_mult: LrMultipliers = field(default_factory=LrMultipliers)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -132,6 +177,8 @@ class StageConfig:
             raise ConfigError("train: at least one part must learn")
         if self.data_weights and len(self.data_weights) != len(self.data):
             raise ConfigError(f"data_weights has {len(self.data_weights)} values for {len(self.data)} data folders")
+        if self.rl.group_size < 2:
+            raise ConfigError(f"rl.group_size must be >= 2 (advantages compare rollouts), got {self.rl.group_size}")
         if len(self.mpo.weights) != 3:
             raise ConfigError(f"mpo.weights: three values (dpo, bco, sft), got {self.mpo.weights}")
         for key in ("max_steps", "max_tokens", "micro_batches", "batch_size", "max_text_tokens"):

@@ -7,34 +7,17 @@ weights and the sample ledger of an uninterrupted run."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from engine_helpers import assert_same_training, run_ranks
 from keye_helpers import tiny, training_rows, write_shards
-from tests.launch_helpers import fresh_shell_env
+from tests.launch_helpers import kill_at_checkpoint, launch
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[2]
 COMMON = ("max_tokens=192", "packer_buffer=8", "shuffle_buffer=8", "schedule.name=constant", "optimizer.grad_clip=0")
 SGD = ("optimizer.name=sgd", "optimizer.lr=0.5", "optimizer.weight_decay=0")
-
-
-def launch(*args: str, wait: bool = True, **popen):
-    """`python -m training.launch ARGS` as a user runs it (the environment of a fresh shell)."""
-    env = fresh_shell_env()
-    command = [sys.executable, "-m", "training.launch", *args]
-    if not wait:
-        return subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, **popen)
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
 
 
 def ledger_ids(output: Path) -> dict[int, list[tuple[int, int, list[str]]]]:
@@ -108,14 +91,7 @@ def test_sigkill_then_restart_resumes_exactly(tmp_path, folder):
     launch(*args, f"output={straight}")
 
     killed = tmp_path / "killed"
-    proc = launch(*args, f"output={killed}", wait=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    marker = killed / "checkpoints" / "step_2" / "COMPLETE"
-    deadline = time.monotonic() + 240
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL  # killed mid-run, not finished
-    assert not (killed / "export").exists()
+    kill_at_checkpoint(*args, output=killed, step=2)
     rows_before = (killed / "metrics.jsonl").read_text().splitlines()
     assert 2 <= len(rows_before) < 8
 

@@ -10,8 +10,10 @@ from .base import MicroLoss, Task
 from .contrastive import ContrastiveTask
 from .lm import LMTask
 from .preference import PreferenceTask
+from .rl import RlTask
 
-TASKS: dict[str, type[Task]] = {"lm": LMTask, "contrastive": ContrastiveTask, "preference": PreferenceTask}
+TASKS: dict[str, type[Task]] = {"lm": LMTask, "contrastive": ContrastiveTask, "preference": PreferenceTask,
+                                "rl": RlTask}
 
 
 def build_task(name: str) -> Task:

@@ -63,6 +63,11 @@ class Task:
         """FLOPs of training on one batch: the balancer's cost and the MFU estimate's numerator."""
         raise NotImplementedError
 
+    def rollout(self, engine, micro: list) -> list:
+        """The step's batches as the loss takes them. On-policy tasks (rl) generate from the current
+        weights here, for the whole step at once, before the step's counts are taken."""
+        return micro
+
     def counts(self, batch) -> dict[str, int]:
         """What this batch adds to each of the step's normalisers."""
         raise NotImplementedError

@@ -28,6 +28,7 @@ from training.stages import PARTS, StageConfig
 
 from .base import MicroLoss, to_device
 from .lm import LMTask, forward_flops
+from .reference import frozen_reference
 
 
 def reference_name(cfg: StageConfig) -> str:
@@ -62,21 +63,8 @@ class PreferenceTask(LMTask):
             self.reference = self.build_reference(engine, cfg)
 
     def build_reference(self, engine, cfg: StageConfig):
-        """The starting weights again (the same init folder, or the same seed), frozen."""
-        from training.engine import use_bf16
-
-        model = self.build_model(cfg)
-        model.requires_grad_(False)
-        model.eval()
-        if engine.zero_optimization_stage() == 3:  # partitioned like the policy: never whole on one rank
-            import deepspeed
-
-            config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},
-                      "bf16": {"enabled": use_bf16(cfg)}}
-            reference, *_ = deepspeed.initialize(model=model, config=config)
-            reference.eval()
-            return reference
-        return model.to(engine.device, dtype=torch.bfloat16 if use_bf16(cfg) else None)
+        """The starting weights again, frozen (training/tasks/reference.py)."""
+        return frozen_reference(self.build_model, engine, cfg)
 
     # --- the loss ---------------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
-"""mpo training throughput with the reference model live against precomputed (a benchmark, not a test).
+"""Post-training throughput (a benchmark, not a test): mpo with the reference model live against
+precomputed, and rl (GRPO) rollout and train tokens/s.
 
     python bench/post_train.py [model=tiny | init=HF_FOLDER model=keye_8b] [pairs=96] [max_tokens=2048]
         [steps=6] [micro_batches=1] [deepspeed=configs/deepspeed/zero2.json] [peak_tflops=X]
+        [rl_prompts=32] [rl_new_tokens=128]
 
 Makes its own preference rows (a photo-sized image in every other pair, replies of a few hundred
 tokens), writes them as a shard folder, scores them once with `training.precompute_ref` (timed),
@@ -11,6 +13,10 @@ step) and `precomputed` (no reference model at all). Batches are drawn before ti
 step is a warm-up. Reports train tokens/s (real tokens of the packed sequences per second), the
 MFU of the policy's training FLOPs (forward + backward; the live reference's forward is work the
 precomputed run does not do, so it is left out of both numerators), and on a GPU the peak memory.
+rl: `rl_prompts` prompts (a 640x480 image in every other one), rl.prompts per micro-batch, each
+rolled out rl.group_size times for rl_new_tokens tokens (with the KV cache, one batched generate
+per prompt); rollout tokens/s = generated tokens / rollout seconds, train tokens/s = packed
+prompt+response tokens / the rest of the step; MFU from the task's cost model.
 Writes bench/results/post_train.json with the machine.
 """
 
@@ -117,6 +123,66 @@ def run_mode(args: list[str], steps: int, peak: float | None) -> dict:
     }
 
 
+def rl_rows(n: int, seed: int = 0) -> list[dict]:
+    """`rl` prompts, a photo-sized image in every other one, answers to score against."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from curation.schema import image_entry, image_part, make_row, message
+
+    pixels = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        images = []
+        if i % 2 == 0:
+            buffer = io.BytesIO()
+            Image.fromarray(pixels.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=85)
+            images = [image_entry(buffer.getvalue())]
+        prompt = message("user", *([image_part(0)] if images else []), f"Question {i}: how many red squares are there?")
+        rows.append(make_row("bench", "rl", [prompt], images, answer=str(i % 7), extra={"answer_kind": "number"}))
+    return rows
+
+
+def run_rl(args: list[str], steps: int, peak: float | None) -> dict:
+    """GRPO steps through the engine: the rl task's own rollout and train rates per step."""
+    import torch
+
+    from training.engine import build_engine, set_lr, train_step
+    from training.processor import load_tokenizer
+    from training.schedules import Schedule
+    from training.stages import load_stage
+    from training.tasks.rl import RlTask
+
+    cfg = load_stage(args)
+    task = RlTask()
+    engine = build_engine(task.build_model(cfg), cfg, task)
+    task.attach(engine, cfg)
+    batches = iter(task.build_pipeline(cfg, load_tokenizer(), 0, 1))
+    plan = [[next(batches) for _ in range(cfg.micro_batches)] for _ in range(steps + 1)]
+    records = []
+    for i, micro in enumerate(plan):  # the first step is a warm-up
+        started = time.perf_counter()
+        set_lr(engine, Schedule("constant"), i)
+        step = train_step(engine, task, micro, world=1)
+        values = task.metrics(step.stats, step.totals)
+        seconds = time.perf_counter() - started
+        flops = sum(task.cost(b) for b in micro)
+        records.append((values, seconds, flops, step.stats))
+    timed = records[1:]
+    return {
+        "task": "rl",
+        "settings": {k: v for k, v in vars(cfg.rl).items() if k in ("prompts", "group_size", "max_new_tokens", "top_k")},
+        "step_seconds_median": statistics.median(s for _, s, _, _ in timed),
+        "rollout_tokens_per_step_mean": statistics.mean(st["rollout_tokens"] for _, _, _, st in timed),
+        "rollout_tokens_per_s_median": statistics.median(v["rollout_tokens_per_s"] for v, _, _, _ in timed),
+        "train_tokens_per_s_median": statistics.median(v["train_tokens_per_s"] for v, _, _, _ in timed),
+        "mfu_median": statistics.median(f / s / peak for _, s, f, _ in timed) if peak else None,
+        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+    }
+
+
 def main(argv: list[str]) -> None:
     import torch
 
@@ -127,6 +193,7 @@ def main(argv: list[str]) -> None:
 
     opts = dict(a.split("=", 1) for a in argv)
     steps, pairs = int(opts.pop("steps", 6)), int(opts.pop("pairs", 96))
+    rl_prompts, rl_new_tokens = int(opts.pop("rl_prompts", 32)), int(opts.pop("rl_new_tokens", 128))
     opts.setdefault("max_tokens", "2048")
     peak, peak_source = device_peak_flops(float(opts["peak_tflops"]) if "peak_tflops" in opts else None)
     common = ["stage=mpo", "schedule.name=constant", "export=false", "shuffle_buffer=16", "packer_buffer=16",
@@ -138,6 +205,10 @@ def main(argv: list[str]) -> None:
         precompute_seconds = time.perf_counter() - started
         results = [run_mode([*common, f"data={folder}", "mpo.reference=live"], steps, peak),
                    run_mode([*common, f"data={Path(tmp) / 'scored'}", "mpo.reference=precomputed"], steps, peak)]
+        prompts = write_folder(Path(tmp) / "prompts", rl_rows(rl_prompts))
+        rl_common = ["stage=rl", "export=false", "shuffle_buffer=16", f"rl.max_new_tokens={rl_new_tokens}",
+                     *(f"{k}={v}" for k, v in opts.items() if k != "max_tokens")]
+        rl = run_rl([*rl_common, f"data={prompts}"], steps, peak)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {cpu_model()}, {torch.get_num_threads()} threads"
     live, pre = results
     summary = {
@@ -150,6 +221,7 @@ def main(argv: list[str]) -> None:
         "peak_source": peak_source,
         "runs": results,
         "precomputed_over_live_tokens_per_s": pre["train_tokens_per_s_median"] / live["train_tokens_per_s_median"],
+        "rl": rl,
     }
     for run in results:
         mfu = f", MFU {run['mfu_median']:.3g}" if run["mfu_median"] is not None else ""
@@ -157,6 +229,8 @@ def main(argv: list[str]) -> None:
               f"{run['step_seconds_median']:.3f} s/step, {run['tokens_per_step_mean']:.0f} tokens/step{mfu}")
     print(f"precomputed / live: {summary['precomputed_over_live_tokens_per_s']:.2f}x; "
           f"precompute took {precompute_seconds:.1f} s for {pairs} pairs ({device})")
+    print(f"rl: {rl['rollout_tokens_per_s_median']:.1f} rollout tokens/s, {rl['train_tokens_per_s_median']:.1f} "
+          f"train tokens/s, {rl['step_seconds_median']:.2f} s/step ({rl['settings']})")
     out = ROOT / "bench" / "results" / "post_train.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")

@@ -74,6 +74,10 @@ def run(cfg: StageConfig):
     from training.processor import load_tokenizer
     from training.tasks import build_task
 
+    if cfg.alignment.rounds:  # iterative alignment: rounds of sampling and MPO, each round a run of its own
+        from training.alignment import run_rounds
+
+        return run_rounds(cfg)
     t0 = time.perf_counter()
     init_distributed()
     rank, world = rank_world()

@@ -117,6 +117,17 @@ class RlConfig:
 
 
 @dataclass
+class AlignmentConfig:
+    """Iterative alignment (training/alignment.py): rounds of sampling into pairs, then MPO. Sampling
+    and scoring take their settings from `rl` (group_size replies per prompt, modes, rewards, judge)."""
+
+    rounds: int = 0  # 0: a plain stage; n: n rounds (the iterative_alignment stage)
+    prompts: int = 8  # prompts sampled per round
+    margin: float = 0.1  # least total-score difference between a pair's chosen and rejected reply
+    pairs_per_prompt: int = 1
+
+
+@dataclass
 class StageConfig:
     stage: str = "pretrain"
     # training/tasks: lm (the VLM, packed sequences), contrastive (vit_pretrain), preference (mpo), rl
@@ -140,6 +151,7 @@ class StageConfig:
     text_model: str = "configs/models/siglip_text_tiny.yaml"
     mpo: MpoConfig = field(default_factory=MpoConfig)
     rl: RlConfig = field(default_factory=RlConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     lr_mult: LrMultipliers = field(default_factory=LrMultipliers)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -177,6 +189,8 @@ class StageConfig:
             raise ConfigError("train: at least one part must learn")
         if self.data_weights and len(self.data_weights) != len(self.data):
             raise ConfigError(f"data_weights has {len(self.data_weights)} values for {len(self.data)} data folders")
+        if self.alignment.rounds and self.task != "preference":
+            raise ConfigError(f"alignment.rounds trains MPO rounds: task must be preference, got {self.task}")
         if self.rl.group_size < 2:
             raise ConfigError(f"rl.group_size must be >= 2 (advantages compare rollouts), got {self.rl.group_size}")
         if len(self.mpo.weights) != 3:

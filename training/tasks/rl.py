@@ -87,21 +87,31 @@ class RlTask(LMTask):
         return PromptPipeline(reader, cfg.rl.prompts, cfg.rl.group_size * cfg.rl.max_new_tokens)
 
     def attach(self, engine, cfg: StageConfig) -> None:
+        super().attach(engine, cfg)
+        self.setup_sampling(cfg)
+        if cfg.rl.beta > 0:
+            self.reference = frozen_reference(self.build_model, engine, cfg)
+
+    def setup_sampling(self, cfg: StageConfig) -> None:
+        """What sampling and scoring need (also without an engine: iterative alignment's sampler)."""
         from training.processor import KeyeProcessor, load_tokenizer
 
-        super().attach(engine, cfg)
         self.cfg = cfg
         self.processor = KeyeProcessor(load_tokenizer())
         shares = cfg.rl.modes
         if min(shares.think, shares.no_think, shares.auto_think) < 0 or not (
                 shares.think + shares.no_think + shares.auto_think > 0):
             raise ConfigError(f"rl.modes: shares must be >= 0 and not all 0, got {shares}")
-        if cfg.rl.beta > 0:
-            self.reference = frozen_reference(self.build_model, engine, cfg)
         if cfg.rl.rewards.judge:
             from synthesis.model_client.client import client_for
 
             self.judge = client_for(cfg.rl.judge)
+
+    def score(self, replies: list[str], rows: list[dict], modes: list[str]) -> dict[str, list[float]]:
+        rl = self.cfg.rl
+        weights = {k: v for k, v in vars(rl.rewards).items() if v}
+        settings = RewardSettings(rl.repetition_ngram, rl.length_target)
+        return score_replies(replies, rows, modes, weights, settings, self.judge, self.judge_failures)
 
     def cost(self, batch) -> float:
         """Generation (about one forward per token) + forward and backward of every rollout."""
@@ -111,10 +121,12 @@ class RlTask(LMTask):
 
     # --- rollout ----------------------------------------------------------------------------------
 
-    def mode_for(self, row_id: str) -> str:
+    def mode_for(self, row_id: str, *seed_parts) -> str:
+        """The thinking mode of a prompt's group, drawn by the configured shares."""
         shares = self.cfg.rl.modes
         weights = [shares.think, shares.no_think, shares.auto_think]
-        return random.Random(_seed(self.cfg.seed, self.rollout_steps, row_id, "mode")).choices(MODES, weights)[0]
+        parts = seed_parts or (self.rollout_steps,)
+        return random.Random(_seed(self.cfg.seed, *parts, row_id, "mode")).choices(MODES, weights)[0]
 
     def rollout(self, engine, micro: list) -> list[RolloutBatch]:
         started = time.perf_counter()
@@ -135,38 +147,20 @@ class RlTask(LMTask):
 
     def _roll_out_prompts(self, model, batch, device) -> RolloutBatch:
         from training.data.packer import packed_inputs
-        from training.model.generation import generate
 
         rl, g = self.cfg.rl, self.cfg.rl.group_size
         samples, prompt_lengths, replies, rows, modes, groups_equal, generated = [], [], [], [], [], 0, 0
-        eos = self.processor.im_end_id
         for row in batch.rows:
             mode = self.mode_for(row["id"])
-            prompt = self.processor({**row, "think_mode": mode}, add_generation_prompt=True)
-            inputs = to_device(prompt.model_inputs(), device)
-            repeat = {k: (v.repeat(g, *[1] * (v.dim() - 1)) if k != "position_ids" else v.repeat(1, g, 1))
-                      for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-            generator = torch.Generator(device=device).manual_seed(_seed(self.cfg.seed, self.rollout_steps, row["id"]))
-            sequences = generate(model, repeat["input_ids"], pixel_values=repeat.get("pixel_values"),
-                                 image_grid_thw=repeat.get("image_grid_thw"),
-                                 pixel_values_videos=repeat.get("pixel_values_videos"),
-                                 video_grid_thw=repeat.get("video_grid_thw"),
-                                 second_per_grid_ts=repeat.get("second_per_grid_ts"),
-                                 max_new_tokens=rl.max_new_tokens, do_sample=True, temperature=rl.temperature,
-                                 top_p=rl.top_p, top_k=rl.top_k, eos_token_id=eos, generator=generator)
-            length = prompt.input_ids.shape[0]
-            for new in sequences[:, length:].cpu():
-                ends = (new == eos).nonzero()
-                response = new[: int(ends[0]) + 1] if len(ends) else new
+            prompt, responses = self.sample(model, row, mode, g, device, self.rollout_steps)
+            for response, reply in responses:
                 generated += len(response)
                 samples.append(self.processor_response(prompt, response))
-                prompt_lengths.append(length)
-                replies.append(self.processor.tokenizer.decode(response[response != eos]))
+                prompt_lengths.append(len(prompt.input_ids))
+                replies.append(reply)
                 rows.append(row)
                 modes.append(mode)
-        weights = {k: v for k, v in vars(rl.rewards).items() if v}
-        settings = RewardSettings(rl.repetition_ngram, rl.length_target)
-        scores = score_replies(replies, rows, modes, weights, settings, self.judge, self.judge_failures)
+        scores = self.score(replies, rows, modes)
         totals = torch.tensor(scores["total"], dtype=torch.float64)
         advantages = grpo_advantages(totals, g, scale=rl.scale)
         keep = torch.ones(len(samples))
@@ -196,6 +190,32 @@ class RlTask(LMTask):
             stats[f"count_{mode_name}"] = float(len(lengths))
         return RolloutBatch(inputs, positions, mask, advantages.float(), list(batch.sample_ids),
                             {k: float(v) for k, v in stats.items()})
+
+    def sample(self, model, row: dict, mode: str, count: int, device, *seed_parts):
+        """`count` responses to the row's prompt rendered in `mode`, in one batched generate with the
+        KV cache, seeded by (seed, *seed_parts, row id): (the prompt's Sample, [(response token ids
+        ending in <|im_end|> when it was produced, reply text)])."""
+        from training.model.generation import generate
+
+        rl, eos = self.cfg.rl, self.processor.im_end_id
+        prompt = self.processor({**row, "think_mode": mode}, add_generation_prompt=True)
+        inputs = to_device(prompt.model_inputs(), device)
+        repeat = {k: v.repeat(count, *[1] * (v.dim() - 1)) for k, v in inputs.items()
+                  if isinstance(v, torch.Tensor) and k not in ("position_ids", "labels")}
+        generator = torch.Generator(device=device).manual_seed(_seed(self.cfg.seed, *seed_parts, row["id"]))
+        sequences = generate(model, repeat["input_ids"], pixel_values=repeat.get("pixel_values"),
+                             image_grid_thw=repeat.get("image_grid_thw"),
+                             pixel_values_videos=repeat.get("pixel_values_videos"),
+                             video_grid_thw=repeat.get("video_grid_thw"),
+                             second_per_grid_ts=repeat.get("second_per_grid_ts"),
+                             max_new_tokens=rl.max_new_tokens, do_sample=True, temperature=rl.temperature,
+                             top_p=rl.top_p, top_k=rl.top_k, eos_token_id=eos, generator=generator)
+        responses = []
+        for new in sequences[:, len(prompt.input_ids):].cpu():
+            ends = (new == eos).nonzero()
+            response = new[: int(ends[0]) + 1] if len(ends) else new
+            responses.append((response, self.processor.tokenizer.decode(response[response != eos])))
+        return prompt, responses
 
     def processor_response(self, prompt, response: torch.Tensor):
         """The prompt's sample with the response appended: labels on the response, text positions

@@ -173,7 +173,8 @@ def run_rl(args: list[str], steps: int, peak: float | None) -> dict:
     timed = records[1:]
     return {
         "task": "rl",
-        "settings": {k: v for k, v in vars(cfg.rl).items() if k in ("prompts", "group_size", "max_new_tokens", "top_k")},
+        "settings": {"deepspeed": cfg.deepspeed, **{k: v for k, v in vars(cfg.rl).items()
+                                                    if k in ("prompts", "group_size", "max_new_tokens", "top_k", "gather_once")}},
         "step_seconds_median": statistics.median(s for _, s, _, _ in timed),
         "rollout_tokens_per_step_mean": statistics.mean(st["rollout_tokens"] for _, _, _, st in timed),
         "rollout_tokens_per_s_median": statistics.median(v["rollout_tokens_per_s"] for v, _, _, _ in timed),
@@ -209,6 +210,9 @@ def main(argv: list[str]) -> None:
         rl_common = ["stage=rl", "export=false", "shuffle_buffer=16", f"rl.max_new_tokens={rl_new_tokens}",
                      *(f"{k}={v}" for k, v in opts.items() if k != "max_tokens")]
         rl = run_rl([*rl_common, f"data={prompts}"], steps, peak)
+        # ZeRO-3: the weights gathered once for the rollout phase against per generated token
+        zero3 = [run_rl([*rl_common, f"data={prompts}", "deepspeed=configs/deepspeed/zero3.json",
+                         f"rl.gather_once={once}"], steps, peak) for once in ("true", "false")]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU {cpu_model()}, {torch.get_num_threads()} threads"
     live, pre = results
     summary = {
@@ -222,6 +226,8 @@ def main(argv: list[str]) -> None:
         "runs": results,
         "precomputed_over_live_tokens_per_s": pre["train_tokens_per_s_median"] / live["train_tokens_per_s_median"],
         "rl": rl,
+        "rl_zero3_gather_once": zero3[0],
+        "rl_zero3_gather_per_token": zero3[1],
     }
     for run in results:
         mfu = f", MFU {run['mfu_median']:.3g}" if run["mfu_median"] is not None else ""
@@ -231,6 +237,8 @@ def main(argv: list[str]) -> None:
           f"precompute took {precompute_seconds:.1f} s for {pairs} pairs ({device})")
     print(f"rl: {rl['rollout_tokens_per_s_median']:.1f} rollout tokens/s, {rl['train_tokens_per_s_median']:.1f} "
           f"train tokens/s, {rl['step_seconds_median']:.2f} s/step ({rl['settings']})")
+    print(f"rl under ZeRO-3: rollout {zero3[0]['rollout_tokens_per_s_median']:.1f} tokens/s gathering once per "
+          f"rollout phase, {zero3[1]['rollout_tokens_per_s_median']:.1f} gathering per token")
     out = ROOT / "bench" / "results" / "post_train.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")

@@ -110,9 +110,13 @@ class RlConfig:
     epsilon: float = 0.2
     epsilon_high: float | None = None  # clip-higher (DAPO); None: epsilon
     beta: float = 0.0  # KL to the frozen starting weights; > 0 builds the reference
-    scale: Literal["group", "batch", "none"] = "group"  # advantages (losses.grpo_advantages)
+    # advantages (losses.grpo_advantages): "batch" divides by the std of a micro-batch's rewards
+    scale: Literal["group", "batch", "none"] = "group"
     aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = "token_mean"
     skip_equal_groups: bool = False  # groups whose rewards are all equal carry no advantage: leave them out
+    # ZeRO-3: gather the whole model once for the rollout phase (false: every generated token's
+    # forward gathers each layer again, what bench/post_train.py compares against)
+    gather_once: bool = True
     judge: ClientConfig = field(default_factory=ClientConfig)
 
 

@@ -129,6 +129,7 @@ def test_rerun_gives_identical_bytes(cli_output, sample_corpus, spark, tmp_path)
     assert (tmp_path / "again" / "_funnel.json").read_text() == (cli_output / "_funnel.json").read_text()
 
 
+@pytest.mark.slow  # ~61 s (two spark-submits and a kill); step reuse in-process: tests/curation/test_runner.py
 def test_killed_after_clip_resumes_with_clip_reused_and_the_same_bytes(cli_output, sample_corpus, tmp_path):
     """SIGKILL to the driver and its JVM once the CLIP step's result is persisted (the writer is
     running): the same command again reuses every step, CLIP included, and writes the bytes of

@@ -18,14 +18,15 @@ from training.stages import PARTS, STAGES_DIR, TASK_PARTS, load_stage
 
 REPO = Path(__file__).resolve().parents[2]
 LM_STAGES = ("align", "pretrain", "anneal", "sft", "cot_coldstart")
-STAGES = (*LM_STAGES, "vit_pretrain", "mpo")
+STAGES = (*LM_STAGES, "vit_pretrain", "mpo", "rl", "iterative_alignment")
 
 
 @pytest.mark.parametrize("name", STAGES)
 def test_every_stage_config_loads(name):
     cfg = load_stage([f"stage={name}"])
     assert cfg.stage == name
-    assert cfg.task == {"vit_pretrain": "contrastive", "mpo": "preference"}.get(name, "lm")
+    assert cfg.task == {"vit_pretrain": "contrastive", "mpo": "preference", "rl": "rl",
+                        "iterative_alignment": "preference"}.get(name, "lm")
     assert set(cfg.train) <= set(TASK_PARTS[cfg.task])
     assert (REPO / cfg.deepspeed).is_file()
 
@@ -41,6 +42,12 @@ def test_stages_differ_as_the_design_says():
     mpo = load_stage(["stage=mpo"])
     assert (mpo.task, mpo.mpo.weights, mpo.mpo.reference, mpo.data) == (
         "preference", [0.8, 0.2, 1.0], "live", ["out/cot/preference"])
+    rl = load_stage(["stage=rl"])
+    assert (rl.task, rl.data, rl.rl.group_size >= 2, rl.alignment.rounds) == ("rl", ["out/cot/rl"], True, 0)
+    aligned = load_stage(["stage=iterative_alignment"])
+    assert (aligned.task, aligned.alignment.rounds, aligned.data) == ("preference", 2, ["out/cot/rl"])
+    with pytest.raises(ConfigError, match="task must be preference"):
+        load_stage(["stage=rl", "alignment.rounds=2"])
     assert sorted(p.stem for p in STAGES_DIR.glob("*.yaml")) == sorted(STAGES)
 
 

@@ -143,11 +143,11 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path, pairs_
     from training.stages import load_stage
     from training.tasks.preference import PreferenceTask
 
-    base = [*COMMON, f"data={pairs_folder}", "max_steps=3", "optimizer.name=sgd", "optimizer.lr=0.05",
+    base = [*COMMON, f"data={pairs_folder}", "max_steps=2", "optimizer.name=sgd", "optimizer.lr=0.05",
             "optimizer.weight_decay=0", "max_tokens=128"]
     launch(*base, "micro_batches=1", "num_gpus=2", f"output={tmp_path / 'dp'}")
     metrics = metrics_of(tmp_path / "dp")
-    assert len(metrics) == 3 and "ranks: 2" in (tmp_path / "dp" / "report.md").read_text()
+    assert len(metrics) == 2 and "ranks: 2" in (tmp_path / "dp" / "report.md").read_text()
 
     cfg = load_stage([*base, "micro_batches=1", f"output={tmp_path / 'one'}"])
     tokenizer = load_tokenizer()
@@ -155,7 +155,7 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path, pairs_
     pipes = [task.build_pipeline(cfg, tokenizer, rank, 2) for rank in (0, 1)]
     engine = build_engine(tiny(), cfg, task)
     task.attach(engine, cfg)
-    plans = run_ranks(2, lambda r, ex: GlobalSteps(pipes[r], 1, task.cost, rank=r, world=2, exchange=ex), steps=3)
+    plans = run_ranks(2, lambda r, ex: GlobalSteps(pipes[r], 1, task.cost, rank=r, world=2, exchange=ex), steps=2)
     deltas = []
     for p0, p1 in zip(plans[0], plans[1], strict=True):
         deltas.append(task.delta)
@@ -169,7 +169,7 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path, pairs_
 
 
 def test_sigkill_then_restart_resumes_exactly_delta_included(tmp_path, pairs_folder):
-    args = (*COMMON, f"data={pairs_folder}", "max_steps=4", "save_every=2", "micro_batches=1", "optimizer.lr=1e-3",
+    args = (*COMMON, f"data={pairs_folder}", "max_steps=3", "save_every=2", "micro_batches=1", "optimizer.lr=1e-3",
             "max_tokens=128")
     straight = tmp_path / "straight"
     launch(*args, f"output={straight}")

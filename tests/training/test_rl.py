@@ -168,7 +168,7 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path, prompt
 
 
 def test_sigkill_then_restart_resumes_exactly_rollouts_included(tmp_path, prompts_folder):
-    args = (*COMMON, *LENGTH_ONLY, f"data={prompts_folder}", "max_steps=4", "save_every=2", "optimizer.lr=1e-3")
+    args = (*COMMON, *LENGTH_ONLY, f"data={prompts_folder}", "max_steps=3", "save_every=2", "optimizer.lr=1e-3")
     straight = tmp_path / "straight"
     launch(*args, f"output={straight}")
     killed = tmp_path / "killed"

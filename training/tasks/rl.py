@@ -132,7 +132,7 @@ class RlTask(LMTask):
         started = time.perf_counter()
         model = engine.module
         gathered = nullcontext()
-        if engine.zero_optimization_stage() == 3:  # once for the whole phase, not per generated token
+        if engine.zero_optimization_stage() == 3 and self.cfg.rl.gather_once:  # once for the phase, not per token
             import deepspeed
 
             gathered = deepspeed.zero.GatheredParameters(list(model.parameters()))

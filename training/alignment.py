@@ -114,15 +114,16 @@ def sample_pairs(cfg, model_source: str, round_index: int, folder: Path) -> dict
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     model = model.to(device, dtype=torch.bfloat16 if use_bf16(cfg) else None).eval()
     rows, funnel, scored = [], Counter(), []
-    for index, row in enumerate(round_prompts(cfg, round_index)):
-        if index % world != rank:
-            continue
-        funnel["in"] += 1
-        if row.get("kind") != "rl" or not row.get("answer"):
-            funnel[NOT_RL] += 1
-            continue
-        mode = sampler.mode_for(row["id"], "round", round_index)
-        prompt, responses = sampler.sample(model, row, mode, cfg.rl.group_size, device, "round", round_index)
+    mine = [row for index, row in enumerate(round_prompts(cfg, round_index)) if index % world == rank]
+    funnel["in"] += len(mine)
+    funnel[NOT_RL] += sum(1 for row in mine if row.get("kind") != "rl" or not row.get("answer"))
+    mine = [row for row in mine if row.get("kind") == "rl" and row.get("answer")]
+    modes = [sampler.mode_for(row["id"], "round", round_index) for row in mine]
+    sampled = []
+    for start in range(0, len(mine), cfg.rl.prompts):  # rl.prompts prompts a generate
+        chunk = slice(start, start + cfg.rl.prompts)
+        sampled += sampler.sample(model, mine[chunk], modes[chunk], cfg.rl.group_size, device, "round", round_index)
+    for row, mode, (_, responses) in zip(mine, modes, sampled):
         replies = [reply for _, reply in responses]
         scores = sampler.score(replies, [row] * len(replies), [mode] * len(replies))
         scored += scores["total"]
@@ -170,7 +171,7 @@ def _write_folder(folder: Path, parts: Path, world: int, round_index: int, cfg) 
     for report in reports:
         funnel.update(report["funnel"])
     scores = [s for report in reports for s in report["scores"]]
-    rejected = {k: v for k, v in funnel.items() if k not in ("in", "out")}
+    rejected = {k: v for k, v in funnel.items() if k not in ("in", "out") and v}
     (folder / "_funnel.json").write_text(json.dumps({
         "input_rows": funnel["in"], "kept_rows": table.num_rows,
         "steps": [{"step": "sample_and_pair", "in": funnel["in"], "out": funnel["out"], "rejected": rejected}]}, indent=2))

@@ -117,6 +117,31 @@ def test_rl_stage_with_the_judge_counts_and_skips_equal_reward_groups(tmp_path):
     assert "judge" in result.task.report()[0]
 
 
+def test_prompts_batched_left_padded_generate_what_each_prompt_alone_does():
+    """One generate over prompts of different lengths (left-padded; one with an image) gives each
+    prompt the tokens it gets alone (top_k=1: the argmax, so sampling noise cannot hide a
+    difference; a wrong position or mask changes the argmax of a random model at once)."""
+    from keye_helpers import png
+
+    from curation.schema import image_entry, image_part
+    from training.stages import load_stage
+    from training.tasks.rl import RlTask
+
+    task = RlTask()
+    task.setup_sampling(load_stage([*COMMON, "rl.top_k=1", "rl.max_new_tokens=6"]))
+    model = tiny().eval()
+    rows = [make_row("t", "rl", [message("user", image_part(0), "What is drawn here, in a long sentence?")],
+                     [image_entry(png(56, 84, seed=3))], answer="1"),
+            make_row("t", "rl", [message("user", "Hi?")], answer="2")]
+    modes = ["think", "no_think"]
+    together = task.sample(model, rows, modes, 2, torch.device("cpu"), 0)
+    for k, row in enumerate(rows):
+        (alone,) = task.sample(model, [row], [modes[k]], 2, torch.device("cpu"), 0)
+        assert [r.tolist() for r, _ in together[k][1]] == [r.tolist() for r, _ in alone[1]]
+        assert torch.equal(together[k][0].input_ids, alone[0].input_ids)
+    assert len(together[0][0].input_ids) != len(together[1][0].input_ids)  # padding did happen
+
+
 def test_rl_raises_a_reward_the_tiny_model_can_learn(tmp_path, prompts_folder):
     """Reward: short replies (1 up to 12 characters, 12 / length beyond). Random tokens of the tiny
     model decode to a few characters each. Sampling from the top 4 tokens (a random model's output
@@ -181,3 +206,17 @@ def test_sigkill_then_restart_resumes_exactly_rollouts_included(tmp_path, prompt
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     keys = ("loss", "reward/total", "response_tokens", "entropy")
     assert [[m[k] for k in keys] for m in metrics_of(killed)] == [[m[k] for k in keys] for m in metrics_of(straight)]
+
+
+def test_beta_adds_the_kl_to_the_frozen_start(tmp_path, prompts_folder):
+    """rl.beta > 0 builds the reference (the starting weights, never trained): the KL estimate is 0
+    while the policy is the start, above 0 once it has moved."""
+    from training.launch import run
+    from training.stages import load_stage
+
+    result = run(load_stage([*COMMON, *LENGTH_ONLY, f"data={prompts_folder}", f"output={tmp_path}", "max_steps=2",
+                             "rl.top_k=4", "rl.beta=0.1", "optimizer.lr=1e-2", "export=false"]))
+    first, second = metrics_of(tmp_path)
+    assert first["kl"] == 0.0 and second["kl"] > 0.0
+    start, reference = tiny(0).state_dict(), result.task.reference.state_dict()
+    assert [k for k in start if not torch.equal(start[k], reference[k])] == []

@@ -150,9 +150,9 @@ class RlTask(LMTask):
 
         rl, g = self.cfg.rl, self.cfg.rl.group_size
         samples, prompt_lengths, replies, rows, modes, groups_equal, generated = [], [], [], [], [], 0, 0
-        for row in batch.rows:
-            mode = self.mode_for(row["id"])
-            prompt, responses = self.sample(model, row, mode, g, device, self.rollout_steps)
+        batch_modes = [self.mode_for(row["id"]) for row in batch.rows]
+        sampled = self.sample(model, batch.rows, batch_modes, g, device, self.rollout_steps)
+        for row, mode, (prompt, responses) in zip(batch.rows, batch_modes, sampled):
             for response, reply in responses:
                 generated += len(response)
                 samples.append(self.processor_response(prompt, response))
@@ -191,31 +191,45 @@ class RlTask(LMTask):
         return RolloutBatch(inputs, positions, mask, advantages.float(), list(batch.sample_ids),
                             {k: float(v) for k, v in stats.items()})
 
-    def sample(self, model, row: dict, mode: str, count: int, device, *seed_parts):
-        """`count` responses to the row's prompt rendered in `mode`, in one batched generate with the
-        KV cache, seeded by (seed, *seed_parts, row id): (the prompt's Sample, [(response token ids
+    def sample(self, model, rows: list[dict], modes: list[str], count: int, device, *seed_parts):
+        """`count` responses to each row's prompt rendered in its mode, all in ONE generate with the
+        KV cache (prompts left-padded to the longest; their images and videos in row order), seeded
+        by (seed, *seed_parts, the rows' ids). Per row: (the prompt's Sample, [(response token ids,
         ending in <|im_end|> when it was produced, reply text)])."""
         from training.model.generation import generate
 
-        rl, eos = self.cfg.rl, self.processor.im_end_id
-        prompt = self.processor({**row, "think_mode": mode}, add_generation_prompt=True)
-        inputs = to_device(prompt.model_inputs(), device)
-        repeat = {k: v.repeat(count, *[1] * (v.dim() - 1)) for k, v in inputs.items()
-                  if isinstance(v, torch.Tensor) and k not in ("position_ids", "labels")}
-        generator = torch.Generator(device=device).manual_seed(_seed(self.cfg.seed, *seed_parts, row["id"]))
-        sequences = generate(model, repeat["input_ids"], pixel_values=repeat.get("pixel_values"),
-                             image_grid_thw=repeat.get("image_grid_thw"),
-                             pixel_values_videos=repeat.get("pixel_values_videos"),
-                             video_grid_thw=repeat.get("video_grid_thw"),
-                             second_per_grid_ts=repeat.get("second_per_grid_ts"),
+        rl, eos, pad = self.cfg.rl, self.processor.im_end_id, self.processor.endoftext_id
+        prompts = [self.processor({**row, "think_mode": mode}, add_generation_prompt=True)
+                   for row, mode in zip(rows, modes)]
+        longest = max(len(p.input_ids) for p in prompts)
+        ids, mask, vision = [], [], {k: [] for k in ("pixel_values", "image_grid_thw", "pixel_values_videos",
+                                                      "video_grid_thw", "second_per_grid_ts")}
+        for prompt in prompts:
+            n = len(prompt.input_ids)
+            padded = torch.cat([torch.full((longest - n,), pad, dtype=torch.long), prompt.input_ids])
+            ones = torch.cat([torch.zeros(longest - n, dtype=torch.long), torch.ones(n, dtype=torch.long)])
+            for _ in range(count):
+                ids.append(padded)
+                mask.append(ones)
+                for key, values in vision.items():
+                    value = getattr(prompt, key)
+                    if value is not None and value.numel():
+                        values.append(value)
+        inputs = {k: torch.cat(v).to(device) for k, v in vision.items() if v}
+        generator = torch.Generator(device=device).manual_seed(
+            _seed(self.cfg.seed, *seed_parts, *(row["id"] for row in rows)))
+        sequences = generate(model, torch.stack(ids).to(device), torch.stack(mask).to(device), **inputs,
                              max_new_tokens=rl.max_new_tokens, do_sample=True, temperature=rl.temperature,
-                             top_p=rl.top_p, top_k=rl.top_k, eos_token_id=eos, generator=generator)
-        responses = []
-        for new in sequences[:, len(prompt.input_ids):].cpu():
-            ends = (new == eos).nonzero()
-            response = new[: int(ends[0]) + 1] if len(ends) else new
-            responses.append((response, self.processor.tokenizer.decode(response[response != eos])))
-        return prompt, responses
+                             top_p=rl.top_p, top_k=rl.top_k, eos_token_id=eos, pad_token_id=eos, generator=generator)
+        out = []
+        for i, prompt in enumerate(prompts):
+            responses = []
+            for new in sequences[i * count : (i + 1) * count, longest:].cpu():
+                ends = (new == eos).nonzero()
+                response = new[: int(ends[0]) + 1] if len(ends) else new
+                responses.append((response, self.processor.tokenizer.decode(response[response != eos])))
+            out.append((prompt, responses))
+        return out
 
     def processor_response(self, prompt, response: torch.Tensor):
         """The prompt's sample with the response appended: labels on the response, text positions

@@ -16,6 +16,7 @@ import struct
 import zlib
 
 import numpy as np
+import pytest
 import pyarrow.parquet as pq
 from PIL import Image
 

@@ -157,8 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"training.launch: {exc}") from None
     if os.environ.get("RANK", "0") != "0":
         return 0
+    where = cfg.output_dir / ("report.md" if cfg.alignment.rounds else "metrics.jsonl")
     print(f"stage {cfg.stage}: steps {result.start_step}->{result.step}, last loss {result.last_loss}, "
-          f"export {result.export}, metrics {cfg.output_dir / 'metrics.jsonl'}")
+          f"export {result.export}, {where.name} {where}")
     return 0
 
 

@@ -39,28 +39,38 @@ WORDS = ("the shape count colour left right above below square circle red blue g
          "first then because so check again each row column value sum larger smaller equal").split()
 
 
-def preference_rows(n: int, seed: int = 0) -> list[dict]:
+def prompts_with_photos(n: int, seed: int = 0) -> list[tuple[dict, list[dict]]]:
+    """n user turns asking a question, every other with a 640x480 JPEG of noise: (turn, images)."""
     import io
 
     import numpy as np
     from PIL import Image
 
-    from curation.schema import image_entry, image_part, make_row, message
+    from curation.schema import image_entry, image_part, message
 
-    rng = random.Random(seed)
     pixels = np.random.default_rng(seed)
-    rows = []
+    out = []
     for i in range(n):
         images = []
         if i % 2 == 0:
             buffer = io.BytesIO()
             Image.fromarray(pixels.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=85)
             images = [image_entry(buffer.getvalue())]
-        prompt = message("user", *([image_part(0)] if images else []), f"Question {i}: how many red squares are there?")
+        out.append((message("user", *([image_part(0)] if images else []), f"Question {i}: how many red squares are there?"),
+                    images))
+    return out
 
-        def reply(words: int, answer: int) -> str:
-            return "<think>\n" + " ".join(rng.choice(WORDS) for _ in range(words)) + f"\n</think>\n\n{answer}"
 
+def preference_rows(n: int, seed: int = 0) -> list[dict]:
+    from curation.schema import make_row, message
+
+    rng = random.Random(seed)
+
+    def reply(words: int, answer: int) -> str:
+        return "<think>\n" + " ".join(rng.choice(WORDS) for _ in range(words)) + f"\n</think>\n\n{answer}"
+
+    rows = []
+    for prompt, images in prompts_with_photos(n, seed):
         chosen = [prompt, message("assistant", reply(rng.randint(120, 320), 3))]
         rejected = [prompt, message("assistant", reply(rng.randint(120, 320), 4))]
         rows.append(make_row("bench", "preference", chosen, images, rejected=rejected))
@@ -125,24 +135,10 @@ def run_mode(args: list[str], steps: int, peak: float | None) -> dict:
 
 def rl_rows(n: int, seed: int = 0) -> list[dict]:
     """`rl` prompts, a photo-sized image in every other one, answers to score against."""
-    import io
+    from curation.schema import make_row
 
-    import numpy as np
-    from PIL import Image
-
-    from curation.schema import image_entry, image_part, make_row, message
-
-    pixels = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        images = []
-        if i % 2 == 0:
-            buffer = io.BytesIO()
-            Image.fromarray(pixels.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(buffer, format="JPEG", quality=85)
-            images = [image_entry(buffer.getvalue())]
-        prompt = message("user", *([image_part(0)] if images else []), f"Question {i}: how many red squares are there?")
-        rows.append(make_row("bench", "rl", [prompt], images, answer=str(i % 7), extra={"answer_kind": "number"}))
-    return rows
+    return [make_row("bench", "rl", [prompt], images, answer=str(i % 7), extra={"answer_kind": "number"})
+            for i, (prompt, images) in enumerate(prompts_with_photos(n, seed))]
 
 
 def run_rl(args: list[str], steps: int, peak: float | None) -> dict:

@@ -1,6 +1,6 @@
 """The training engine: DeepSpeed around the model, and the one step loop every stage runs.
 
-    task = build_task(cfg.task)                              # training/tasks: lm, contrastive, preference
+    task = build_task(cfg.task)                              # training/tasks: lm, contrastive, preference, rl
     engine = build_engine(model, cfg, task)                  # param groups, freezing, deepspeed.initialize
     result = train(cfg, engine, pipeline, metrics, task=task)  # resume, steps, checkpoints, metrics, export
 

@@ -42,18 +42,6 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits, targets, reduction="none")
 
 
-def global_count(local: int, group=None) -> int:
-    """Sum of an integer over all ranks (itself without a process group)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
-        return int(local)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else "cpu"
-    value = torch.tensor([int(local)], dtype=torch.int64, device=device)
-    dist.all_reduce(value, group=group)
-    return int(value.item())
-
-
 # --- SigLIP (vit_pretrain) ------------------------------------------------------------------------
 
 

@@ -92,23 +92,30 @@ def write_folder(folder: Path, rows: list[dict]) -> Path:
     return folder
 
 
-def run_mode(args: list[str], steps: int, peak: float | None) -> dict:
-    import torch
-
-    from training.engine import build_engine, set_lr, train_step
+def engine_and_plan(task, args: list[str], steps: int):
+    """The stage's config, the task attached to a new engine, and steps + 1 steps of batches drawn
+    before any timing (the first step is a warm-up)."""
+    from training.engine import build_engine
     from training.processor import load_tokenizer
-    from training.schedules import Schedule
     from training.stages import load_stage
-    from training.tasks.preference import PreferenceTask
 
     cfg = load_stage(args)
-    task = PreferenceTask()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
     engine = build_engine(task.build_model(cfg), cfg, task)
     task.attach(engine, cfg)
     batches = iter(task.build_pipeline(cfg, load_tokenizer(), 0, 1))
-    plan = [[next(batches) for _ in range(cfg.micro_batches)] for _ in range(steps + 1)]
+    return cfg, task, engine, [[next(batches) for _ in range(cfg.micro_batches)] for _ in range(steps + 1)]
+
+
+def run_mode(args: list[str], steps: int, peak: float | None) -> dict:
+    import torch
+
+    from training.engine import set_lr, train_step
+    from training.schedules import Schedule
+    from training.tasks.preference import PreferenceTask
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    cfg, task, engine, plan = engine_and_plan(PreferenceTask(), args, steps)
     times = []
     for i, micro in enumerate(plan):  # the first step is a warm-up
         if torch.cuda.is_available():
@@ -145,18 +152,11 @@ def run_rl(args: list[str], steps: int, peak: float | None) -> dict:
     """GRPO steps through the engine: the rl task's own rollout and train rates per step."""
     import torch
 
-    from training.engine import build_engine, set_lr, train_step
-    from training.processor import load_tokenizer
+    from training.engine import set_lr, train_step
     from training.schedules import Schedule
-    from training.stages import load_stage
     from training.tasks.rl import RlTask
 
-    cfg = load_stage(args)
-    task = RlTask()
-    engine = build_engine(task.build_model(cfg), cfg, task)
-    task.attach(engine, cfg)
-    batches = iter(task.build_pipeline(cfg, load_tokenizer(), 0, 1))
-    plan = [[next(batches) for _ in range(cfg.micro_batches)] for _ in range(steps + 1)]
+    cfg, task, engine, plan = engine_and_plan(RlTask(), args, steps)
     records = []
     for i, micro in enumerate(plan):  # the first step is a warm-up
         started = time.perf_counter()

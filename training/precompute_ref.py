@@ -28,7 +28,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curation.config import ConfigError
-from curation.schema.manifest import CARD, FUNNEL, MANIFEST, REJECTS, STATS, OutputFolderError, file_sha256, read_manifest
+from curation.schema.manifest import (
+    CARD,
+    FUNNEL,
+    MANIFEST,
+    REJECTS,
+    STATS,
+    OutputFolderError,
+    file_sha256,
+    read_manifest,
+    write_manifest,
+)
 
 log = logging.getLogger("training.precompute_ref")
 
@@ -122,8 +132,6 @@ def precompute(cfg, source: Path, output: Path, batch_rows: int = 64) -> dict:
     manifest = {**manifest, "shards": shards, "bytes": sum(s["bytes"] for s in shards),
                 "ref_logps": {"model": name, "max_tokens": cfg.max_tokens, "precision": "bf16" if dtype else "fp32",
                               "source": str(source), "rows_scored": done, "rows_without": dict(skipped)}}
-    from curation.schema.manifest import write_manifest
-
     write_manifest(output, manifest)
     return manifest
 

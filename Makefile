@@ -18,8 +18,8 @@ PADDLE_REQUIREMENTS := "paddleocr==3.7.0" "paddlepaddle==3.3.1" "rapidocr-paddle
 	"pyspark[sql]>=4.0,<5" "pyarrow>=17" "pandas>=2.2,<3" pyyaml pillow fonttools pytest pytest-timeout
 # System packages the tests need: Java for Spark, CJK fonts for OCR rendering, a font without CJK
 # glyphs for the no-tofu test, Chromium to render the dataset card's index.html headless,
-# bubblewrap for the sandbox that runs model-written code.
-APT_PACKAGES := openjdk-17-jre-headless fontconfig fonts-wqy-microhei fonts-noto-cjk fonts-dejavu-core chromium bubblewrap
+# bubblewrap for the sandbox that runs model-written code, espeak-ng to speak the video sample's audio.
+APT_PACKAGES := openjdk-17-jre-headless fontconfig fonts-wqy-microhei fonts-noto-cjk fonts-dejavu-core chromium bubblewrap espeak-ng
 
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))

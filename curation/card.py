@@ -90,9 +90,10 @@ def _read_json(path: Path) -> dict | None:
 def _shard_stats(folder: Path) -> dict:
     files = sorted(str(p) for p in folder.glob(SHARDS))
     counts = {"source": Counter(), "kind": Counter(), "lang": Counter(), "source_kind": Counter()}
-    tokens, clip = [], []
+    tokens, clip, videos = [], [], {}
     if files:
-        table = ds.dataset(files, format="parquet").to_table(columns=["source", "kind", "lang", "est_tokens", "clip_score"])
+        table = ds.dataset(files, format="parquet").to_table(columns=["source", "kind", "lang", "est_tokens", "clip_score", "extra"])
+        videos = _video_records(table.column("extra").to_pylist())
         for source, kind, lang in zip(*(table.column(c).to_pylist() for c in ("source", "kind", "lang"))):
             counts["source"][source] += 1
             counts["kind"][kind] += 1
@@ -100,7 +101,40 @@ def _shard_stats(folder: Path) -> dict:
             counts["source_kind"][(source, kind)] += 1
         tokens = [t for t in table.column("est_tokens").to_pylist() if t is not None]
         clip = [c for c in table.column("clip_score").to_pylist() if c is not None]
-    return {"rows": sum(counts["source"].values()), "counts": counts, "tokens": tokens, "clip": clip}
+    return {"rows": sum(counts["source"].values()), "counts": counts, "tokens": tokens, "clip": clip, "videos": videos}
+
+
+def _video_records(extras: list) -> dict:
+    """{origin: (video record, tasks)} of rows made from videos (their extra has a `video` record)."""
+    found: dict = {}
+    for text in extras:
+        if not text or '"video"' not in text:
+            continue
+        extra = json.loads(text)
+        if isinstance(extra.get("video"), dict) and "origin" in extra:
+            record, tasks = found.setdefault(extra["origin"], (extra["video"], Counter()))
+            tasks[extra.get("task", "interleaved")] += 1
+    return found
+
+
+def _videos_section(videos: dict, plots: dict) -> tuple:
+    records = [record for record, _ in videos.values()]
+    seconds = np.array([r["seconds"] for r in records])
+    frames = np.array([r["sampled_frames"] for r in records])
+    sources = Counter(r["transcript"] for r in records)
+    spoken = sum(n for kind, n in sources.items() if kind != "none")
+    tasks = Counter()
+    for _, counted in videos.values():
+        tasks.update(counted)
+    paragraphs = [
+        f"{len(records):,} videos, {seconds.sum() / 3600:.3f} hours (mean {seconds.mean():.1f} s, max {seconds.max():.1f} s); "
+        f"{int(frames.sum()):,} sampled frames (mean {frames.mean():.1f} a video).",
+        f"Transcript coverage: {spoken:,} of {len(records):,} videos ({spoken / len(records):.0%}) have speech text; "
+        + ", ".join(f"{kind}: {n}" for kind, n in sorted(sources.items())) + ".",
+    ]
+    rows = [("rows from videos", "count")] + sorted(tasks.items())
+    section = ("Videos", paragraphs, rows, plots.get("video_seconds"))
+    return section
 
 
 def _reject_stats(folder: Path) -> dict:
@@ -174,6 +208,8 @@ def _sections(manifest: dict, funnel: dict | None, step_stats: dict | None, stat
             None,
             plots.get("clip"),
         ))
+    if stats["videos"]:
+        sections.append(_videos_section(stats["videos"], plots))
     sections.append(("Schema", [f"Every shard has the keyeforge sample contract, version {schema.SCHEMA_VERSION}:"],
                      [("column", "type")] + [(f.name, str(f.type)) for f in schema.SCHEMA], None))
     sections.append(("Loading", [
@@ -352,6 +388,14 @@ def _plots(out: Path, stats: dict, funnel: dict | None) -> dict:
         ax.hist(stats["clip"], bins=40)
         ax.set_xlabel("CLIP score")
         save("clip.png", fig)
+    if stats.get("videos"):
+        records = [record for record, _ in stats["videos"].values()]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+        left.hist([r["seconds"] for r in records], bins=20)
+        left.set_xlabel("video duration (s)")
+        right.hist([r["sampled_frames"] for r in records], bins=20)
+        right.set_xlabel("sampled frames per video")
+        save("video_seconds.png", fig)
     return plots
 
 

@@ -120,6 +120,7 @@ class SpeechConfig:
     min_dbfs: float = -45.0  # audio whose loudest 30 ms stays under this is silence
     min_speech_seconds: float = 0.3  # less detected speech than this: no transcript
     max_region_seconds: float = 30.0  # long speech regions are cut into pieces of at most this
+    pad_seconds: float = 0.3  # audio kept around each detected speech region
     device: str = "cpu"
 
 
@@ -140,12 +141,17 @@ def speech_regions(pcm: np.ndarray, cfg: SpeechConfig) -> list[tuple[float, np.n
         return []
     from pocketsphinx import Segmenter
 
+    # the detector's regions start after a word's onset: each is widened by `pad_seconds` of the
+    # original audio on both sides (clipped to the neighbours), so no word loses its first sound
+    found = [(r.start_time, r.end_time) for r in Segmenter(sample_rate=AUDIO_RATE).segment(io.BytesIO(pcm.astype(np.int16).tobytes()))]
     regions = []
-    for region in Segmenter(sample_rate=AUDIO_RATE).segment(io.BytesIO(pcm.astype(np.int16).tobytes())):
-        samples = np.frombuffer(region.pcm, dtype=np.int16)
+    for k, (start, end) in enumerate(found):
+        lo = max(start - cfg.pad_seconds, found[k - 1][1] if k else 0.0, 0.0)
+        hi = min(end + cfg.pad_seconds, found[k + 1][0] if k + 1 < len(found) else len(pcm) / AUDIO_RATE)
+        samples = pcm[int(lo * AUDIO_RATE):int(hi * AUDIO_RATE)]
         step = int(cfg.max_region_seconds * AUDIO_RATE)
         for offset in range(0, len(samples), step):
-            regions.append((region.start_time + offset / AUDIO_RATE, samples[offset:offset + step]))
+            regions.append((lo + offset / AUDIO_RATE, samples[offset:offset + step]))
     if sum(len(s) for _, s in regions) / AUDIO_RATE < cfg.min_speech_seconds:
         return []
     return regions
@@ -187,12 +193,18 @@ class Recognizer:
         words = []
         if sentence:
             if self._aligner is None:
-                self._aligner = Decoder(samprate=AUDIO_RATE, loglevel="FATAL")
-            words = _sphinx_words(self._aligner, samples, sentence)
+                # no filler words (noise, breath) between the script's words, and wider beams than
+                # recognition's: with the defaults the search lost the path on most synthetic
+                # sentences; with these, every sentence of the tests aligned
+                aligner = Decoder(samprate=AUDIO_RATE, loglevel="FATAL", fsgusefiller=False,
+                                  beam=1e-60, wbeam=1e-40, pbeam=1e-60)
+                self._aligner = (aligner, aligner.get_cmn())
+            words = _sphinx_words(*self._aligner, samples, sentence)
         if not words:
             if self._model is None:
-                self._model = Decoder(samprate=AUDIO_RATE, loglevel="FATAL")
-            words = _sphinx_words(self._model, samples, None)
+                model = Decoder(samprate=AUDIO_RATE, loglevel="FATAL")
+                self._model = (model, model.get_cmn())
+            words = _sphinx_words(*self._model, samples, None)
         if not words:
             return None
         return Segment(words[0].start, words[-1].end, " ".join(w.text for w in words), words)
@@ -218,7 +230,7 @@ class Recognizer:
         return Segment(start, end, text, words)
 
 
-def _sphinx_words(decoder, samples: np.ndarray, sentence: str | None) -> list[Word]:
+def _sphinx_words(decoder, initial_cmn: str, samples: np.ndarray, sentence: str | None) -> list[Word]:
     """Words with times from one pocketsphinx pass: alignment to `sentence`, or recognition."""
     if sentence:
         words = re.sub(r"[^a-z' ]+", " ", sentence.lower()).split()
@@ -226,6 +238,9 @@ def _sphinx_words(decoder, samples: np.ndarray, sentence: str | None) -> list[Wo
             decoder.set_align_text(" ".join(words))
         except RuntimeError:  # a word the dictionary does not know: recognise instead
             return []
+    # cepstral mean normalisation adapts from utterance to utterance: start each region from the
+    # model's initial means, so a region's result does not depend on the regions before it
+    decoder.set_cmn(initial_cmn)
     decoder.start_utt()
     decoder.process_raw(samples.tobytes(), full_utt=True)
     decoder.end_utt()

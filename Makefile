@@ -171,16 +171,18 @@ $(CDS_STAMP): $(STAMP) $(SPARK_ENV_STAMP)
 	rm -rf .spark-cds/sample-run
 	touch $(CDS_STAMP)
 
-# The main jobs on the embedded default: local Spark over the bundled sample corpus, then a short
-# training stage of the tiny model on the shards it wrote; the reasoning data (verifiable
+# The main jobs on the embedded default: local Spark over the bundled sample corpus and the generated
+# video sample, then a short training stage of the tiny model on the shards they wrote (video rows
+# need longer sequences than the pretrain stage's default); the reasoning data (verifiable
 # synthetic tasks, offline), then a short CoT cold start on it and two MPO steps on its preference pairs.
 demo: setup
 	$(VENV)/bin/spark-submit jobs/build_pretrain.py
-	$(PY) -m training.launch
+	$(VENV)/bin/spark-submit jobs/build_video.py
+	$(PY) -m training.launch data=out/pretrain,out/video max_tokens=8192
 	$(VENV)/bin/spark-submit jobs/build_cot.py
 	$(PY) -m training.launch stage=cot_coldstart
 	$(PY) -m training.launch stage=mpo max_steps=2
-	@echo "shards, funnel, rejects and card: out/pretrain (open out/pretrain/card/index.html)"
+	@echo "shards, funnel, rejects and card: out/pretrain (open out/pretrain/card/index.html); videos: out/video"
 	@echo "training: out/train/pretrain (report.md, metrics.jsonl, tensorboard/, export/)"
 	@echo "reasoning data: out/cot/{think,no_think,auto_think,agentic,preference,rl}; cold start: out/train/cot_coldstart; MPO: out/train/mpo"
 

@@ -196,3 +196,14 @@ def _keep(frame: av.VideoFrame, rotation: int, size: tuple[int, int], time: floa
     picture.save(buf, format="JPEG", quality=JPEG_QUALITY)
     thumb = np.asarray(picture.convert("L").resize((THUMB, THUMB), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
     return Frame(time=time, jpeg=buf.getvalue(), thumb=thumb)
+
+
+def resized(frame: Frame, height: int, width: int) -> Frame:
+    """The frame at another stored size (the slow/fast preset's second pass over kept frames)."""
+    picture = Image.open(io.BytesIO(frame.jpeg))
+    if picture.size == (width, height):
+        return frame
+    buf = io.BytesIO()
+    picture.convert("RGB").resize((width, height), Image.Resampling.BICUBIC).save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return Frame(time=frame.time, jpeg=buf.getvalue(), thumb=frame.thumb)
+

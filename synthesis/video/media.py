@@ -42,8 +42,10 @@ def write_video(
     options: dict | None = None,
     start: float = 0.0,
     container_options: dict | None = None,
+    rotation: int = 0,
 ) -> Path:
-    """A video whose frame i is `draw(i, times[i])` (H x W x 3 uint8) shown at `start + times[i]`."""
+    """A video whose frame i is `draw(i, times[i])` (H x W x 3 uint8) shown at `start + times[i]`;
+    `rotation`: display-matrix rotation in degrees counter-clockwise (as phones record)."""
     path = Path(path)
     video_codec, audio_codec = CODECS.get(path.suffix, ("libx264", "aac"))
     height, width = size
@@ -51,6 +53,8 @@ def write_video(
     stream = container.add_stream(codec or video_codec, rate=_nominal_rate(times))
     stream.width, stream.height = width, height
     stream.pix_fmt = "yuv420p"
+    if rotation:
+        stream.set_display_rotation(rotation)
     stream.time_base = TIME_BASE
     stream.codec_context.time_base = TIME_BASE
     stream.thread_count = 1

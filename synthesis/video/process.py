@@ -10,15 +10,18 @@ video_error for anything unforeseen (with the exception), so one odd file never 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tarfile
 from collections.abc import Iterator
 
+from curation import schema
 from curation.steps import REJECT
 from synthesis.video import frames as framelib
 from synthesis.video.clips import clip_bounds, spoken_text, split_frames
-from synthesis.video.decode import VideoRefused, open_video
+from synthesis.video.decode import VideoRefused, open_video, resized
+from synthesis.video.enrich import frame_ocr_row, recaption_row
 from synthesis.video.rows import VideoFacts, caption_row, interleaved_row, refused_row, video_of
 from synthesis.video.speech import Recognizer, Segment, SubtitleError, asr_json, subtitles
 from synthesis.video.tasks import grounding_row, matching_entry, matching_rows, reorder_row, rng_for
@@ -105,10 +108,16 @@ def process_item(item: dict, cfg, recognizer: Recognizer):
                 if index.declared_seconds and index.seconds < 0.9 * index.declared_seconds - 0.5:
                     raise VideoRefused("truncated", f"frames cover {index.seconds:.2f} s of the "
                                                     f"{index.declared_seconds:.2f} s the container declares")
-                plan = framelib.plan_frames(index.times, cfg.frames)
+                rules = cfg.frames
+                slow_fast = rules.preset == "keye_vl_1_5_slow_fast"
+                if slow_fast:  # frames under the larger budget, decoded at the largest frame size
+                    rules = dataclasses.replace(rules, max_tokens=rules.slow_fast_max_tokens)
+                plan = framelib.plan_frames(index.times, rules)
 
                 def sized(height: int, width: int):
-                    fitted, h, w = framelib.fit_plan(plan, height, width, cfg.frames, index.seconds, len(index.times))
+                    fitted, h, w = framelib.fit_plan(plan, height, width, rules, index.seconds, len(index.times))
+                    if slow_fast:
+                        h, w = schema.smart_resize(height, width, max_pixels=rules.frame_max_tokens * schema.FACTOR ** 2)
                     facts.wanted_frames, facts.effective_fps = plan.wanted, fitted.effective_fps
                     return fitted.indices, h, w
 
@@ -119,6 +128,12 @@ def process_item(item: dict, cfg, recognizer: Recognizer):
     except VideoRefused as exc:
         return rows + [refused_row(source, origin, exc.reason, exc.detail, facts)], None, None
     facts.height, facts.width, facts.rotation = decoded.height, decoded.width, decoded.rotation
+    if cfg.frames.preset == "keye_vl_1_5_slow_fast":
+        slow = framelib.slow_fast_pathways([f.thumb for f in decoded.frames], cfg.frames.fast_similarity)
+        (sh, sw), (fh, fw) = framelib.slow_fast_sizes(decoded.height, decoded.width, slow, cfg.frames)
+        decoded.frames = [resized(f, sh, sw) if s else resized(f, fh, fw) for f, s in zip(decoded.frames, slow)]
+        facts.height, facts.width = sh, sw
+        facts.pathways = "".join("S" if s else "F" for s in slow)
     transcript, kind = _transcript(item, rows)
     if not transcript and len(decoded.audio):
         transcript = recognizer.transcribe(decoded.audio, offset=decoded.audio_start)
@@ -134,12 +149,25 @@ def process_item(item: dict, cfg, recognizer: Recognizer):
     bounds = clip_bounds(frames, transcript, index.seconds, cfg.clips)
     clips = split_frames(frames, bounds)
     texts = [spoken_text(transcript, a, b) for a, b in bounds]
+    # the optional model rows first: a failure is noted in the extra of every row of this video
+    optional = []
+    if cfg.ocr.enabled:
+        try:
+            optional.append(frame_ocr_row(facts, frames, whole, cfg.ocr))
+        except Exception as exc:  # an engine failure costs only this row
+            facts.errors["frame_ocr"] = f"{type(exc).__name__}: {exc}"[:200]
+    if cfg.recaption.enabled:
+        row, error = recaption_row(facts, frames, whole, cfg.recaption, cfg.caption_prompt)
+        optional.append(row)
+        if error:
+            facts.errors["recaption"] = error
     rng = rng_for(cfg.seed, origin)
     made = [
         interleaved_row(facts, clips, bounds, texts),
         caption_row(facts, whole, cfg.caption_prompt),
         reorder_row(facts, frames, cfg.tasks, rng) if cfg.tasks.reorder else None,
         grounding_row(facts, whole, cfg.tasks, rng) if cfg.tasks.grounding else None,
+        *optional,
     ]
     rows += [r for r in made if r is not None]
     return rows, facts, matching_entry(facts, clips, bounds)

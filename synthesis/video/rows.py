@@ -40,6 +40,8 @@ class VideoFacts:
     transcript: list[Segment] = field(default_factory=list)
     transcript_source: str = "none"  # subtitles, asr_json, pocketsphinx, whisper, none
     has_audio: bool = False
+    pathways: str = ""  # slow/fast preset: "S" or "F" per sampled frame
+    errors: dict = field(default_factory=dict)  # optional steps that failed: step -> reason
 
     def record(self) -> dict:
         speech = sum(s.end - s.start for s in self.transcript)
@@ -49,6 +51,8 @@ class VideoFacts:
             "codec": self.codec, "rotation": self.rotation, "audio": self.has_audio,
             "transcript": self.transcript_source, "speech_seconds": round(speech, 3),
             "words": sum(len(s.words) or len(s.text.split()) for s in self.transcript),
+            **({"pathways": self.pathways} if self.pathways else {}),
+            **({"errors": self.errors} if self.errors else {}),
         }
 
     def extra(self, **more) -> dict:

@@ -30,6 +30,7 @@ from pyspark.sql import SparkSession
 
 from curation.sources.common import ROW_SCHEMA, SourcePlan, units_frame
 from synthesis.video.clips import ClipConfig
+from synthesis.video.enrich import FrameOcrConfig, RecaptionConfig
 from synthesis.video.frames import FrameRules
 from synthesis.video.process import process_group
 from synthesis.video.speech import SpeechConfig
@@ -46,6 +47,8 @@ class VideoConfig:
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
+    ocr: FrameOcrConfig = field(default_factory=FrameOcrConfig)  # frame-level OCR rows (off by default)
+    recaption: RecaptionConfig = field(default_factory=RecaptionConfig)  # model captions (off by default)
     min_seconds: float = 1.0  # shorter videos are refused (too_short)
     group_size: int = 8  # items per unit of work (and the matching task's candidate pool)
     decode_threads: int = 0  # 0: FFmpeg's choice

@@ -198,3 +198,123 @@ def test_reordering_and_matching_answers_follow_the_source_order(tmp_path):
         true = [k for k, v in enumerate(candidates) if all(schema.image_entry(f)["sha256"] in own for f in v["frames"])]
         assert [chr(ord("A") + k) for k in true] == [label]
         assert min(candidates[true[0]]["timestamps"]) > max(context["timestamps"])
+
+
+def _scenes(i: int, t: float) -> np.ndarray:
+    """Three still scenes of 4 s each (a hard cut at 4 s and 8 s), a small blinking dot in each."""
+    scene = int(t // 4)
+    frame = np.full((480, 640, 3), (40 + 90 * scene) % 256, dtype=np.uint8)
+    frame[:, :, scene % 3] = 200
+    frame[10:14, 10:14] = 255 if i % 2 else 0  # a change far under the similarity threshold
+    return frame
+
+
+def test_slow_fast_preset_marks_scene_changes_slow_and_keeps_the_budget(tmp_path):
+    from PIL import Image
+
+    from synthesis.video.frames import FrameRules
+
+    path = write_video(tmp_path / "scenes.mp4", [i / 10 for i in range(120)], _scenes, (480, 640))
+    path.with_suffix(".txt").write_text("Three scenes.")
+    item = next(i for i in list_items(str(tmp_path)) if i["origin"] == "scenes.mp4")
+    budget = 3000  # binds: 3 slow + 21 fast frames of a 392-token picture would take 3633
+    cfg = VideoConfig(frames=FrameRules(preset="keye_vl_1_5_slow_fast", slow_fast_max_tokens=budget),
+                      speech=SpeechConfig(engine="none"))
+    rows, facts, _ = process_item(item, cfg, Recognizer(cfg.speech))
+    video = _caption_video(rows)
+    times = video["timestamps"]
+    # 24 frames at 2 fps; slow exactly where a new scene starts (the first frame at or after 0, 4, 8 s)
+    expected = "".join("S" if k == 0 or int(t // 4) != int(times[k - 1] // 4) else "F" for k, t in enumerate(times))
+    assert facts.pathways == expected and expected.count("S") == 3
+    sizes = [Image.open(__import__("io").BytesIO(f)).size for f in video["frames"]]
+    tokens = [(w // 28) * (h // 28) for w, h in sizes]
+    slow = {tk for tk, p in zip(tokens, expected) if p == "S"}
+    fast = {tk for tk, p in zip(tokens, expected) if p == "F"}
+    assert len(slow) == len(fast) == 1 and fast.pop() < slow.pop()
+    assert sizes[0] == (video["width"], video["height"])
+    # within the budget, and close to it: the slow frames took what the fast ones left
+    assert 0.8 * budget < sum(tokens) <= budget
+
+
+def test_frame_ocr_reads_on_screen_text_with_its_time(tmp_path):
+    from PIL import Image, ImageDraw, ImageFont
+
+    from synthesis.video.enrich import FrameOcrConfig
+
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 48)
+
+    def titled(i: int, t: float) -> np.ndarray:
+        picture = Image.new("RGB", (480, 270), (255, 255, 255))
+        text = "HELLO 2024" if 2 <= t < 6 else ("GOODBYE" if t >= 6 else "")
+        if text:
+            ImageDraw.Draw(picture).text((40, 100), text, fill=(0, 0, 0), font=font)
+        return np.asarray(picture)
+
+    write_video(tmp_path / "titles.mp4", [i / 10 for i in range(100)], titled, (270, 480))
+    item = next(i for i in list_items(str(tmp_path)) if i["origin"] == "titles.mp4")
+    cfg = VideoConfig(speech=SpeechConfig(engine="none"), ocr=FrameOcrConfig(enabled=True))
+    rows, _, _ = process_item(item, cfg, Recognizer(cfg.speech))
+    row = next(r for r in rows if r["kind"] == "ocr")
+    texts = json.loads(row["extra"])["texts"]
+    assert [text.replace(" ", "") for _, text in texts] == ["HELLO2024", "GOODBYE"]
+    # read every second sampled frame (one a second): first seen within a second of appearing
+    assert 2.0 <= texts[0][0] < 3.0 and 6.0 <= texts[1][0] < 7.0
+
+
+def test_recaption_through_the_model_client_and_a_failing_server(tmp_path):
+    from model_client_helpers import ScriptedServer
+
+    from synthesis.model_client.config import ClientConfig
+    from synthesis.video.enrich import RecaptionConfig
+
+    write_video(tmp_path / "clip.mp4", [i / 10 for i in range(60)], _draw, (120, 160))
+    item = next(i for i in list_items(str(tmp_path)) if i["origin"] == "clip.mp4")
+    caption = "A green bar slides to the right over a background that slowly brightens."
+    scripts = {"cap": [("reply", [caption])], "down": [("status", 503)]}
+    with ScriptedServer(scripts) as server:
+        for script in ("cap", "down"):
+            client = ClientConfig(base_urls=[server.url], model="captioner", max_retries=1, backoff_s=0.01)
+            cfg = VideoConfig(speech=SpeechConfig(engine="none"),
+                              recaption=RecaptionConfig(enabled=True, client=client, frames=4,
+                                                        prompt=f"script:{script} Describe the video."))
+            rows, facts, _ = process_item(item, cfg, Recognizer(cfg.speech))
+            recaptions = [r for r in rows if json.loads(r["extra"]).get("task") == "recaption"]
+            if script == "cap":
+                assert [r["messages"][1]["content"][0]["text"] for r in recaptions] == [caption]
+                body = server.bodies("cap")[0]
+                images = [p for p in body["messages"][0]["content"] if p["type"] == "image_url"]
+                assert len(images) == 4  # the frames went to the model as images
+            else:
+                assert recaptions == [] and facts.errors == {"recaption": "http_503_exhausted"}
+                assert all(json.loads(r["extra"])["video"]["errors"] == facts.errors for r in rows)
+                assert any(json.loads(r["extra"]).get("task") == "frame_reordering" for r in rows)  # the rest stays
+
+
+@pytest.mark.parametrize("angle,corner", [(90, "bottom-left"), (-90, "top-right"), (180, "bottom-right")])
+def test_rotation_metadata_is_applied(tmp_path, angle, corner):
+    """A red block in the coded picture's top-left corner; the display matrix turns the picture
+    `angle` degrees counter-clockwise, so the block ends in `corner` (ffmpeg's autorotate put it
+    in the same corners when this test was written)."""
+    import io
+
+    from PIL import Image
+
+    def marked(i: int, t: float) -> np.ndarray:
+        frame = np.full((120, 160, 3), 255, np.uint8)
+        frame[:30, :40] = (255, 0, 0)
+        return frame
+
+    _item(tmp_path, "phone.mp4", [i / 10 for i in range(20)], rotation=angle)
+    item = next(i for i in list_items(str(tmp_path)) if i["origin"] == "phone.mp4")
+    item_path = write_video(tmp_path / "phone.mp4", [i / 10 for i in range(20)], marked, (120, 160), rotation=angle)
+    assert item["path"] == str(item_path.resolve())
+    cfg = VideoConfig(speech=SpeechConfig(engine="none"))
+    rows, facts, _ = process_item(item, cfg, Recognizer(cfg.speech))
+    video = _caption_video(rows)
+    picture = np.asarray(Image.open(io.BytesIO(video["frames"][0])).convert("RGB"))
+    red = (picture[:, :, 0] > 200) & (picture[:, :, 1] < 80)
+    ys, xs = np.nonzero(red)
+    h, w = picture.shape[:2]
+    assert f"{'top' if ys.mean() < h / 2 else 'bottom'}-{'left' if xs.mean() < w / 2 else 'right'}" == corner
+    assert (h > w) == (angle % 180 != 0) and (video["height"], video["width"]) == (h, w)
+    assert facts.rotation == angle % 360

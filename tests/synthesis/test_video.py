@@ -318,3 +318,23 @@ def test_rotation_metadata_is_applied(tmp_path, angle, corner):
     assert f"{'top' if ys.mean() < h / 2 else 'bottom'}-{'left' if xs.mean() < w / 2 else 'right'}" == corner
     assert (h > w) == (angle % 180 != 0) and (video["height"], video["width"]) == (h, w)
     assert facts.rotation == angle % 360
+
+
+def test_whisper_path_runs_the_transformers_pipeline_on_speech_regions_only(tmp_path):
+    """A tiny random Whisper (video_helpers): its words are nonsense, but they come back as timed
+    words shifted to the media's clock, inside the speech region, and silence never reaches it."""
+    from video_helpers import save_tiny_whisper
+
+    folder = save_tiny_whisper(tmp_path / "whisper")
+    audio = place([(1.0, speak("the quick brown fox jumps over the lazy dog"))], 6.0)
+    spoken = (1.0, 1.0 + len(speak("the quick brown fox jumps over the lazy dog")) / 16000)
+    recognizer = Recognizer(SpeechConfig(engine="whisper", whisper_path=str(folder), language="en"))
+    segments = recognizer.transcribe(audio, offset=0.5)
+    assert len(segments) == 1 and segments[0].text and segments[0].words
+    # the region: what the detector heard (10 ms frames: a frame early at most) widened by pad_seconds
+    slack = SpeechConfig().pad_seconds + 0.011
+    for word in segments[0].words:
+        assert spoken[0] + 0.5 - slack <= word.start <= word.end <= spoken[1] + 0.5 + slack
+    assert recognizer.transcribe(np.zeros(16000 * 3, np.int16)) == []
+    with pytest.raises(ValueError, match="whisper_path"):
+        Recognizer(SpeechConfig(engine="whisper")).transcribe(audio)

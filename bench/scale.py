@@ -155,6 +155,20 @@ def spark_env() -> dict:
     return env
 
 
+def sampled_run(cmd: list[str], log_file: Path, folders: list[Path]) -> tuple[int, float, dict]:
+    """Run `cmd` (a Spark job) from the repository with the benchmark environment, sampling its
+    processes' memory and `folders`' bytes: (exit code, seconds, peaks)."""
+    started = time.perf_counter()
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=spark_env(), stdout=log, stderr=subprocess.STDOUT)
+        sampler = Sampler(proc.pid, folders)
+        sampler.start()
+        code = proc.wait()
+        sampler.done.set()
+        sampler.join()
+    return code, time.perf_counter() - started, sampler.peak
+
+
 def run_ours(sources: list[str], out: Path, clip: bool, log_file: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     local_dir = out.parent / f"{out.name}-spark-local"
@@ -163,15 +177,7 @@ def run_ours(sources: list[str], out: Path, clip: bool, log_file: Path) -> dict:
     cmd = [str(ROOT / ".venv" / "bin" / "spark-submit"), "--master", "local[2]", "--conf", f"spark.local.dir={local_dir}",
            "jobs/build_pretrain.py", f"sources={','.join(sources)}", f"output={out}", f"clip.enabled={str(clip).lower()}"]
     load_before = os.getloadavg()
-    started = time.perf_counter()
-    with open(log_file, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=spark_env(), stdout=log, stderr=subprocess.STDOUT)
-        sampler = Sampler(proc.pid, [out / "_work", local_dir])
-        sampler.start()
-        code = proc.wait()
-        sampler.done.set()
-        sampler.join()
-    seconds = time.perf_counter() - started
+    code, seconds, peak = sampled_run(cmd, log_file, [out / "_work", local_dir])
     if code != 0:
         raise SystemExit(f"build_pretrain failed ({code}); see {log_file}")
     stats = json.loads((out / "_stats.json").read_text())
@@ -182,7 +188,7 @@ def run_ours(sources: list[str], out: Path, clip: bool, log_file: Path) -> dict:
         "kept_rows": manifest["rows"],
         "kept_bytes": manifest["bytes"],
         "rejected_rows": manifest["rejects"]["rows"],
-        "peak": sampler.peak,
+        "peak": peak,
         "steps": {s["step"]: s["seconds"] for s in stats["steps"]},
         "base_seconds": stats["base"].get("seconds"),
         "writer_seconds": stats.get("writer_seconds", {}),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from hostinfo import cpu_model  # noqa: E402
-from scale import Sampler, spark_env  # noqa: E402
+from scale import sampled_run  # noqa: E402
 
 from synthesis.video.media import place, speak, write_video  # noqa: E402
 
@@ -82,15 +81,7 @@ def main() -> None:
     cmd = [str(ROOT / ".venv" / "bin" / "spark-submit"), "--master", "local[2]", "jobs/build_video.py",
            f"sources={videos}", f"output={out}", "group_size=4"]  # 7 videos: two groups, two tasks
     load_before = os.getloadavg()
-    started = time.perf_counter()
-    with open(work / "job.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=spark_env(), stdout=log, stderr=subprocess.STDOUT)
-        sampler = Sampler(proc.pid, [out / "_work"])
-        sampler.start()
-        code = proc.wait()
-        sampler.done.set()
-        sampler.join()
-    seconds = time.perf_counter() - started
+    code, seconds, peak = sampled_run(cmd, work / "job.log", [out / "_work"])
     if code != 0:
         raise SystemExit(f"build_video failed ({code}); see {work / 'job.log'}")
     manifest = json.loads((out / "_manifest.json").read_text())
@@ -102,8 +93,8 @@ def main() -> None:
         "video_seconds_per_wall_second": round(total_seconds / seconds, 2),
         "video_seconds_per_core_second": round(total_seconds / seconds / 2, 2),
         "rows": manifest["rows"], "rejected": manifest["rejects"]["rows"], "output_bytes": manifest["bytes"],
-        "peak_rss_mib": {k: round(v / 2**20) for k, v in sampler.peak.items() if k != "staging_disk"},
-        "peak_work_folder_mib": round(sampler.peak["staging_disk"] / 2**20),
+        "peak_rss_mib": {k: round(v / 2**20) for k, v in peak.items() if k != "staging_disk"},
+        "peak_work_folder_mib": round(peak["staging_disk"] / 2**20),
         "load_before": load_before, "load_after": os.getloadavg(),
     }
     print(json.dumps(result, indent=1))

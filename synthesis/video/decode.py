@@ -177,8 +177,9 @@ class open_video:
                 "truncated" if corrupt else "undecodable_frames",
                 f"{missing} of the planned frames did not decode ({corrupt} corrupt packets, {decoded_frames} frames decoded)",
             )
-        audio = np.concatenate(audio_chunks) if audio_chunks else np.zeros(0, np.int16)
-        return Decoded(frames=frames, height=size[0], width=size[1], rotation=rotation, audio=audio.astype(np.int16),
+        audio = np.concatenate(audio_chunks).astype(np.int16, copy=False) if audio_chunks else np.zeros(0, np.int16)
+        audio_chunks.clear()
+        return Decoded(frames=frames, height=size[0], width=size[1], rotation=rotation, audio=audio,
                        audio_start=audio_start or 0.0, corrupt_packets=corrupt)
 
 

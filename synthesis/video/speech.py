@@ -125,14 +125,30 @@ class SpeechConfig:
 
 
 def loud_enough(pcm: np.ndarray, min_dbfs: float) -> bool:
-    """Whether any 30 ms window of int16 audio reaches `min_dbfs` (RMS, full scale = 0 dB)."""
-    if len(pcm) == 0:
-        return False
+    """Whether any 30 ms window of int16 audio reaches `min_dbfs` (RMS, full scale = 0 dB). Ten
+    seconds at a time, so an hour of audio never becomes an hour of floats."""
     window = int(0.03 * AUDIO_RATE)
-    usable = len(pcm) // window * window or len(pcm)
-    frames = pcm[:usable].astype(np.float64).reshape(-1, min(window, usable)) / 32768.0
-    rms = np.sqrt((frames ** 2).mean(axis=1)).max()
-    return rms > 0 and 20 * math.log10(rms) >= min_dbfs
+    chunk = window * 333  # ~10 s
+    loudest = 0.0
+    for start in range(0, len(pcm), chunk):
+        part = pcm[start:start + chunk].astype(np.float32) / 32768.0
+        usable = len(part) // window * window
+        frames = part[:usable].reshape(-1, window) if usable else part[None, :]
+        loudest = max(loudest, float(np.sqrt((frames ** 2).mean(axis=1)).max()))
+    return loudest > 0 and 20 * math.log10(loudest) >= min_dbfs
+
+
+class _PcmReader:
+    """A file-like view of int16 samples for pocketsphinx's segmenter (no copy of the whole audio)."""
+
+    def __init__(self, pcm: np.ndarray):
+        self.pcm, self.pos = pcm, 0
+
+    def read(self, size: int) -> bytes:
+        count = max(0, size // 2)
+        out = self.pcm[self.pos:self.pos + count].tobytes()
+        self.pos += count
+        return out
 
 
 def speech_regions(pcm: np.ndarray, cfg: SpeechConfig) -> list[tuple[float, np.ndarray]]:
@@ -143,7 +159,8 @@ def speech_regions(pcm: np.ndarray, cfg: SpeechConfig) -> list[tuple[float, np.n
 
     # the detector's regions start after a word's onset: each is widened by `pad_seconds` of the
     # original audio on both sides (clipped to the neighbours), so no word loses its first sound
-    found = [(r.start_time, r.end_time) for r in Segmenter(sample_rate=AUDIO_RATE).segment(io.BytesIO(pcm.astype(np.int16).tobytes()))]
+    pcm = np.ascontiguousarray(pcm, dtype=np.int16)
+    found = [(r.start_time, r.end_time) for r in Segmenter(sample_rate=AUDIO_RATE).segment(_PcmReader(pcm))]
     regions = []
     for k, (start, end) in enumerate(found):
         lo = max(start - cfg.pad_seconds, found[k - 1][1] if k else 0.0, 0.0)

@@ -92,8 +92,10 @@ def _shard_stats(folder: Path) -> dict:
     counts = {"source": Counter(), "kind": Counter(), "lang": Counter(), "source_kind": Counter()}
     tokens, clip, videos = [], [], {}
     if files:
-        table = ds.dataset(files, format="parquet").to_table(columns=["source", "kind", "lang", "est_tokens", "clip_score", "extra"])
+        table = ds.dataset(files, format="parquet").to_table(
+            columns=["source", "kind", "lang", "est_tokens", "clip_score", "extra", "task_types"])
         videos = _video_records(table.column("extra").to_pylist())
+        counts["task_type"] = Counter((t[0] if t else None) for t in table.column("task_types").to_pylist())
         for source, kind, lang in zip(*(table.column(c).to_pylist() for c in ("source", "kind", "lang"))):
             counts["source"][source] += 1
             counts["kind"][kind] += 1
@@ -115,6 +117,23 @@ def _video_records(extras: list) -> dict:
             record, tasks = found.setdefault(extra["origin"], (extra["video"], Counter()))
             tasks[extra.get("task", "interleaved")] += 1
     return found
+
+
+def _task_types_section(types: Counter) -> tuple:
+    """Rows per task type (a row's first `task_types` path): how many types, how even, which lead."""
+    import math
+
+    tagged = {t: n for t, n in types.items() if t}
+    total = sum(tagged.values())
+    bits = -sum(n / total * math.log2(n / total) for n in tagged.values())
+    per_l1 = Counter()
+    for t, n in tagged.items():
+        per_l1[t.split("~")[0]] += n
+    paragraphs = [f"{total:,} of {sum(types.values()):,} rows have a task type; {len(tagged):,} types have at least "
+                  f"one row; entropy over types {bits:.3f} bits (uniform over them: {math.log2(len(tagged)):.3f})."]
+    rows = [("type (first task_types path)", "rows")] + sorted(tagged.items(), key=lambda kv: (-kv[1], kv[0]))[:15]
+    rows += [("per first level: " + l1, n) for l1, n in sorted(per_l1.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return ("Task types", paragraphs, rows, None)
 
 
 def _videos_section(videos: dict, plots: dict) -> tuple:
@@ -210,6 +229,9 @@ def _sections(manifest: dict, funnel: dict | None, step_stats: dict | None, stat
         ))
     if stats["videos"]:
         sections.append(_videos_section(stats["videos"], plots))
+    types = c.get("task_type") or Counter()
+    if any(types):
+        sections.append(_task_types_section(types))
     sections.append(("Schema", [f"Every shard has the keyeforge sample contract, version {schema.SCHEMA_VERSION}:"],
                      [("column", "type")] + [(f.name, str(f.type)) for f in schema.SCHEMA], None))
     sections.append(("Loading", [

@@ -174,7 +174,8 @@ $(CDS_STAMP): $(STAMP) $(SPARK_ENV_STAMP)
 # The main jobs on the embedded default: local Spark over the bundled sample corpus and the generated
 # video sample, then a short training stage of the tiny model on the shards they wrote (video rows
 # need longer sequences than the pretrain stage's default); the reasoning data (verifiable
-# synthetic tasks, offline), then a short CoT cold start on it and two MPO steps on its preference pairs.
+# synthetic tasks, offline), then a short CoT cold start on it and two MPO steps on its preference pairs;
+# then an SFT mixture of all of it tagged with TaskGalaxy task types and balanced, and two SFT steps on it.
 demo: setup
 	$(VENV)/bin/spark-submit jobs/build_pretrain.py
 	$(VENV)/bin/spark-submit jobs/build_video.py
@@ -182,9 +183,11 @@ demo: setup
 	$(VENV)/bin/spark-submit jobs/build_cot.py
 	$(PY) -m training.launch stage=cot_coldstart
 	$(PY) -m training.launch stage=mpo max_steps=2
+	$(VENV)/bin/spark-submit jobs/build_sft.py balance.cap=24
+	$(PY) -m training.launch stage=sft max_steps=2
 	@echo "shards, funnel, rejects and card: out/pretrain (open out/pretrain/card/index.html); videos: out/video"
 	@echo "training: out/train/pretrain (report.md, metrics.jsonl, tensorboard/, export/)"
-	@echo "reasoning data: out/cot/{think,no_think,auto_think,agentic,preference,rl}; cold start: out/train/cot_coldstart; MPO: out/train/mpo"
+	@echo "reasoning data: out/cot/{think,no_think,auto_think,agentic,preference,rl}; cold start: out/train/cot_coldstart; MPO: out/train/mpo; SFT mixture: out/sft, SFT: out/train/sft"
 
 # The whole suite: the main venv, then the PaddleOCR tests in their own venv.
 test: setup $(PADDLE_STAMP)

@@ -31,7 +31,10 @@ from curation.schema.manifest import shard_paths  # noqa: E402
 from curation.spark import session  # noqa: E402
 from curation.workdir import WorkFolder, hash_key  # noqa: E402
 from curation.writer import WriterConfig, code_version, prepare_folder, write_output  # noqa: E402
+from curation.steps import with_reject_column  # noqa: E402
 from taskgalaxy.balance import BalanceConfig  # noqa: E402
+from taskgalaxy.generate import STEP as GENERATE_STEP  # noqa: E402
+from taskgalaxy.generate import GenerateConfig, generation_plan  # noqa: E402
 from taskgalaxy.steps import BalanceMixture, TagTaskTypes  # noqa: E402
 from taskgalaxy.tagging import TagConfig  # noqa: E402
 
@@ -42,6 +45,9 @@ DEMO_SOURCES = ["out/pretrain", "out/cot/think", "out/cot/no_think", "out/cot/au
 class BuildSftConfig:
     sources: list[str] = field(default_factory=list)  # shard folders; empty: the demo's outputs that exist
     output: str = "out/sft"
+    # TaskGalaxy generation (off until a model is configured): generate.enabled=true
+    # generate.images=DIR[,DIR] generate.llm.base_urls=[URL] generate.llm.model=NAME generate.judge...
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     tag: TagConfig = field(default_factory=TagConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     card: bool = True
@@ -82,8 +88,14 @@ def run(cfg: BuildSftConfig, spark=None) -> dict:
     steps = [TagTaskTypes(cfg.tag), BalanceMixture(cfg.balance, taxonomy=cfg.tag.taxonomy)]
     # read and written once into the work folder: shards of several folders share file names,
     # and the row keys need distinct ones
-    rows = spark.read.schema(SPARK_SCHEMA).parquet(*files).select(*schema.COLUMNS)
-    result = run_steps(spark, rows, steps, WorkFolder(out), key, sources=["read_shards"])
+    rows = with_reject_column(spark.read.schema(SPARK_SCHEMA).parquet(*files).select(*schema.COLUMNS))
+    names = ["read_shards"]
+    if cfg.generate.enabled:  # generated, judged QA rows (and the refused ones) join the pool
+        images = [f for folder in (cfg.generate.images or sources) for f in shard_files(folder)]
+        rows = rows.unionByName(generation_plan(spark, images, cfg.generate).frame())
+        names.append(GENERATE_STEP)
+        key = hash_key(key, dataclasses.asdict(cfg.generate))
+    result = run_steps(spark, rows, steps, WorkFolder(out), key, sources=names)
     resolved = dataclasses.asdict(dataclasses.replace(cfg, sources=sources))
     manifest = write_output(result.frame, str(out), result.step_names, resolved, cfg.writer, card=cfg.card,
                             title="keyeforge SFT mixture", stats={"job": "build_sft", **result.stats},

@@ -83,3 +83,25 @@ def test_generation_end_to_end_with_bad_replies(spark, tmp_path):
     assert statuses.count(429) == 6 and not any("429" in r["reason"] for r in rejects)
     filters = [b for b in requests if b.get("model") == "writer" and "candidate task types" in json.dumps(b["messages"][0])]
     assert sum(1 for b in filters if len(b["messages"]) > 1) >= len(ids) - 1
+
+
+def test_build_sft_runs_the_generation_path_when_a_model_is_configured(spark, tmp_path):
+    from curation import config as configuration
+    from jobs.build_sft import BuildSftConfig, run
+
+    rows = [schema.caption_row("pics", _png(k), f"picture {k}") for k in range(3)]
+    src = tmp_path / "pics"
+    src.mkdir()
+    pq.write_table(schema.rows_to_table(rows), src / "part-00000.parquet")
+    with GenerationServer(storm=0) as server:
+        args = [f"sources={src}", f"output={tmp_path / 'sft'}", "card=false", "generate.enabled=true",
+                f"generate.llm.base_urls=[{server.url}]", "generate.llm.model=writer", "generate.llm.backoff_s=0.01",
+                f"generate.judge.base_urls=[{server.url}]", "generate.judge_models=[judge-yes,judge-yes,judge-picky]"]
+        manifest = run(configuration.load(BuildSftConfig, args), spark)
+    funnel = json.loads((tmp_path / "sft" / "_funnel.json").read_text())
+    assert [s["step"] for s in funnel["steps"]][:2] == ["read_shards", STEP]
+    kept = pq.read_table(tmp_path / "sft" / manifest["shards"][0]["path"]).to_pylist()
+    generated = [r for r in kept if r["source"] == "taskgalaxy"]
+    # three judges, two always yes: every image's two pairs kept, with the types the filter chose
+    assert len(generated) == 2 * len(rows) and all(r["task_types"] for r in generated)
+    assert funnel["input_rows"] == len(rows) + len(generated) and funnel["kept_rows"] == len(kept)

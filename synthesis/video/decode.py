@@ -138,7 +138,10 @@ class open_video:
         audio_start = None
         corrupt = 0
         decoded_frames = 0
-        for packet in self.container.demux(*streams):
+        for packet in _packets(self.container.demux(*streams)):
+            if packet is None:  # reading the file itself failed (cut off, unreadable): what came so far counts
+                corrupt += 1
+                break
             try:
                 outputs = packet.decode()
             except av.error.FFmpegError:
@@ -181,6 +184,14 @@ class open_video:
         audio_chunks.clear()
         return Decoded(frames=frames, height=size[0], width=size[1], rotation=rotation, audio=audio,
                        audio_start=audio_start or 0.0, corrupt_packets=corrupt)
+
+
+def _packets(demuxer):
+    """The demuxer's packets, then None if reading the container failed part way."""
+    try:
+        yield from demuxer
+    except av.error.FFmpegError:
+        yield None
 
 
 def _keep(frame: av.VideoFrame, rotation: int, size: tuple[int, int], time: float) -> Frame:

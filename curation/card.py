@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import sys
 from collections import Counter
@@ -121,8 +122,6 @@ def _video_records(extras: list) -> dict:
 
 def _task_types_section(types: Counter) -> tuple:
     """Rows per task type (a row's first `task_types` path): how many types, how even, which lead."""
-    import math
-
     tagged = {t: n for t, n in types.items() if t}
     total = sum(tagged.values())
     bits = -sum(n / total * math.log2(n / total) for n in tagged.values())

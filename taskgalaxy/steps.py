@@ -21,7 +21,9 @@ from pyspark.sql.window import Window
 from curation.spark import small_side
 from curation.steps import REJECT, ROW, Step, is_kept, reject_where, with_reject_column
 from taskgalaxy.balance import UNTAGGED, BalanceConfig, allocate, entropy
+from taskgalaxy.embed import text_embedder
 from taskgalaxy.tagging import TagConfig, TypeIndex, question_text
+from taskgalaxy.taxonomy import SEED, Taxonomy
 
 TAG_STEP = "tag_task_types"
 BALANCE_STEP = "balance_mixture"
@@ -37,8 +39,6 @@ class TagTaskTypes(Step):
         """The config and the taxonomy's bytes: an edited taxonomy file tags again."""
         import hashlib
 
-        from taskgalaxy.taxonomy import SEED
-
         digest = hashlib.sha256(Path(self.config.taxonomy or SEED).read_bytes()).hexdigest()
         return {**dataclasses.asdict(self.config), "taxonomy_sha256": digest}
 
@@ -53,7 +53,8 @@ class TagTaskTypes(Step):
         tagged = tags.where(F.size("_t_types") > 0)
         per_l1 = {r["l1"]: r["count"] for r in tagged.select(F.split(F.get(F.col("_t_types"), 0), "~").getItem(0).alias("l1"))
                   .groupBy("l1").count().collect()}
-        self.stats.update({"rows_tagged": tagged.count(), "rows_without_type": counted - tagged.count(),
+        with_type = tagged.count()
+        self.stats.update({"rows_tagged": with_type, "rows_without_type": counted - with_type,
                            "tagged_per_l1": dict(sorted(per_l1.items()))})
         joined = df.join(small_side(tagged.withColumnRenamed(ROW, "_t_row"), counted, row_bytes=256),
                          F.col(ROW) == F.col("_t_row"), "left")
@@ -66,15 +67,12 @@ class _Tagger:
         self.cfg = cfg
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from taskgalaxy.embed import text_embedder
-        from taskgalaxy.taxonomy import SEED, Taxonomy
-
         index = None
         for batch in batches:
             if batch.num_rows == 0:
                 continue
             if index is None:  # the model and the taxonomy's vectors, once per worker
-                index = _index(self.cfg.taxonomy or str(SEED), self.cfg.model_path, Taxonomy, text_embedder)
+                index = _index(self.cfg.taxonomy or str(SEED), self.cfg.model_path)
             rows = batch.to_pydict()
             texts = [question_text(m) for m in rows["messages"]]
             for start in range(0, len(texts), max(1, self.cfg.batch_size)):
@@ -90,10 +88,11 @@ class _Tagger:
 _INDEXES: dict = {}
 
 
-def _index(taxonomy_path: str, model_path: str, taxonomy_cls, embedder_fn) -> TypeIndex:
+def _index(taxonomy_path: str, model_path: str) -> TypeIndex:
+    """The taxonomy's leaf vectors, once per Python worker, taxonomy and model."""
     key = (taxonomy_path, model_path)
     if key not in _INDEXES:
-        _INDEXES[key] = TypeIndex(taxonomy_cls.load(taxonomy_path), embedder_fn(model_path))
+        _INDEXES[key] = TypeIndex(Taxonomy.load(taxonomy_path), text_embedder(model_path))
     return _INDEXES[key]
 
 
@@ -121,8 +120,6 @@ class BalanceMixture(Step):
         marked = reject_where(joined, F.col("_b_row").isNotNull(), BALANCE_STEP, F.lit("balanced_out"),
                               F.concat(F.lit("type "), F.col("_b_type"), F.lit(" keeps "), F.col("_b_quota").cast("string")))
         top = sorted(quota.items(), key=lambda kv: (-kv[1], kv[0]))[:15]
-        from taskgalaxy.taxonomy import SEED, Taxonomy
-
         leaves = {t.path for t in Taxonomy.load(self.taxonomy or SEED).leaves()}
         self.stats["taxonomy_coverage"] = {"leaf_types": len(leaves),
                                            "with_a_kept_row": sum(1 for t, n in quota.items() if n and t in leaves)}

@@ -120,9 +120,10 @@ class Taxonomy:
 
     def stats(self) -> dict:
         levels = Counter(t.level for t in self.types.values())
+        leaves = self.leaves()
         return {"version": self.version, "types": len(self.types), "per_level": dict(sorted(levels.items())),
-                "leaves": len(self.leaves()), "origins": dict(Counter(t.origin for t in self.types.values())),
-                "per_l1": {r.path: sum(1 for t in self.leaves() if t.path.startswith(r.path + SEP)) for r in self.roots()}}
+                "leaves": len(leaves), "origins": dict(Counter(t.origin for t in self.types.values())),
+                "per_l1": {r.path: sum(1 for t in leaves if t.path.startswith(r.path + SEP)) for r in self.roots()}}
 
 
 # --- merging near-duplicates --------------------------------------------------------------------------

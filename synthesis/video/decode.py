@@ -18,12 +18,14 @@ Every way a file can be unusable raises VideoRefused with a reason the job recor
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import av
 import numpy as np
 from PIL import Image
+
+from synthesis.video.frames import video_seconds
 
 AUDIO_RATE = 16000
 JPEG_QUALITY = 90
@@ -64,7 +66,6 @@ class Decoded:
     audio: np.ndarray  # int16 mono at AUDIO_RATE, empty without an audio track
     audio_start: float  # seconds from the media's start of the first audio sample
     corrupt_packets: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class open_video:
@@ -109,8 +110,6 @@ class open_video:
             raise VideoRefused("undecodable_frames", "the video stream holds no frames")
         pts = np.array(sorted(set(pts)), dtype=np.int64)
         times = np.array([self._seconds(int(p), self.video) for p in pts], dtype=np.float64)
-        from synthesis.video.frames import video_seconds
-
         # the stream's own declared length (an mp4 index lists every frame, even ones cut off)
         declared = float(self.video.duration * self.video.time_base) if self.video.duration else None
         ctx = self.video.codec_context

@@ -164,7 +164,7 @@ class _VideoReader:
 
         recognizer = Recognizer(self.cfg.speech)  # loaded on first use, once per task
         for batch in batches:
-            for group, items in zip(batch.column("group").to_pylist(), batch.column("items").to_pylist()):
+            for items in batch.column("items").to_pylist():
                 for rows in process_group(json.loads(items), self.cfg, recognizer):
                     if rows:
                         yield pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)

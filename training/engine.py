@@ -76,6 +76,15 @@ def init_distributed() -> None:
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
 
 
+def shutdown_distributed() -> None:
+    """End the process group together: every rank waits for the others, then tears it down. A rank
+    that exits with the group alive while a peer still works (rank 0 writing files) can abort at
+    exit ("terminate called without an active exception" from a gloo thread)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def rank_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 

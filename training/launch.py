@@ -149,12 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = relaunch_command(cfg, argv)
     if command:
         return subprocess.call(command)
-    from training.engine import NonFiniteStepError
+    from training.engine import NonFiniteStepError, shutdown_distributed
 
     try:
         result = run(cfg)
     except (ConfigError, OutputFolderError, NonFiniteStepError) as exc:  # the message says it all: no traceback
         raise SystemExit(f"training.launch: {exc}") from None
+    shutdown_distributed()
     if os.environ.get("RANK", "0") != "0":
         return 0
     where = cfg.output_dir / ("report.md" if cfg.alignment.rounds else "metrics.jsonl")

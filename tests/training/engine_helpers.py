@@ -110,7 +110,7 @@ def data_parallel_worker(folder: str, out: str) -> None:
     the weights to OUT/dp.safetensors."""
     from safetensors.torch import save_file
 
-    from training.engine import build_engine, rank_world, train_step
+    from training.engine import build_engine, rank_world, shutdown_distributed, train_step
     from training.tasks.lm import LMTask
 
     engine = build_engine(tiny(), sgd_stage(Path(out) / "run", Path(folder), 1))
@@ -118,6 +118,7 @@ def data_parallel_worker(folder: str, out: str) -> None:
     train_step(engine, LMTask(), [two_batches(Path(folder))[rank]], world)
     if rank == 0:
         save_file({k: v.contiguous() for k, v in engine.module.state_dict().items()}, str(Path(out) / "dp.safetensors"))
+    shutdown_distributed()
 
 
 # --- several ranks as threads ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow.dataset as ds
 
 from curation import schema
+from curation.agreement import ballot, ballot_from_detail, judge_agreement
 from curation.dedup.decontam import parse_detail
 from curation.schema.manifest import CARD, FUNNEL, MANIFEST, REJECTS, STATS
 
@@ -91,11 +92,13 @@ def _read_json(path: Path) -> dict | None:
 def _shard_stats(folder: Path) -> dict:
     files = sorted(str(p) for p in folder.glob(SHARDS))
     counts = {"source": Counter(), "kind": Counter(), "lang": Counter(), "source_kind": Counter()}
-    tokens, clip, videos = [], [], {}
+    tokens, clip, videos, ballots = [], [], {}, []
     if files:
         table = ds.dataset(files, format="parquet").to_table(
             columns=["source", "kind", "lang", "est_tokens", "clip_score", "extra", "task_types"])
-        videos = _video_records(table.column("extra").to_pylist())
+        extras = table.column("extra").to_pylist()
+        videos = _video_records(extras)
+        ballots = _ballots(extras)
         counts["task_type"] = Counter((t[0] if t else None) for t in table.column("task_types").to_pylist())
         for source, kind, lang in zip(*(table.column(c).to_pylist() for c in ("source", "kind", "lang"))):
             counts["source"][source] += 1
@@ -104,7 +107,8 @@ def _shard_stats(folder: Path) -> dict:
             counts["source_kind"][(source, kind)] += 1
         tokens = [t for t in table.column("est_tokens").to_pylist() if t is not None]
         clip = [c for c in table.column("clip_score").to_pylist() if c is not None]
-    return {"rows": sum(counts["source"].values()), "counts": counts, "tokens": tokens, "clip": clip, "videos": videos}
+    return {"rows": sum(counts["source"].values()), "counts": counts, "tokens": tokens, "clip": clip, "videos": videos,
+            "ballots": ballots}
 
 
 def _video_records(extras: list) -> dict:
@@ -135,6 +139,31 @@ def _task_types_section(types: Counter) -> tuple:
     return ("Task types", paragraphs, rows, None)
 
 
+def _ballots(extras: list) -> list[dict]:
+    """{judge: vote} of every row whose extra records judges' votes (TaskGalaxy's generated rows)."""
+    found = []
+    for text in extras:
+        if text and '"votes"' in text and isinstance(votes := json.loads(text).get("votes"), list):
+            found.append(ballot(votes))
+    return found
+
+
+def _judges_section(kept: list[dict], refused: list[dict]) -> tuple:
+    """Agreement of the judges that voted on generated rows: kept rows' extra.votes and the
+    ballots in refused rows' details (both, or the agreement would only count the kept)."""
+    found = judge_agreement(kept + refused)
+    kappa = found["fleiss_kappa"]
+    paragraphs = [
+        f"{found['items']:,} judged items ({len(kept):,} kept, {len(refused):,} refused); every judge voted on "
+        f"{found['items_every_judge_voted']:,} of them; Fleiss' kappa there: "
+        + ("undefined (no such items, or every vote alike)" if kappa is None else f"{kappa:.3f}") + "."]
+    rows = [("judge or pair", "items voted (failed)", "yes rate or agreement")]
+    rows += [(j, f"{v['votes']} ({v['failed']})", f"{v['yes'] / v['votes']:.3f}" if v["votes"] else "-")
+             for j, v in found["judges"].items()]
+    rows += [(pair, f"{v['items']}", "-" if v["agreement"] is None else f"{v['agreement']:.3f}") for pair, v in found["pairs"].items()]
+    return ("Judges", paragraphs, rows, None)
+
+
 def _videos_section(videos: dict, plots: dict) -> tuple:
     records = [record for record, _ in videos.values()]
     seconds = np.array([r["seconds"] for r in records])
@@ -157,7 +186,7 @@ def _videos_section(videos: dict, plots: dict) -> tuple:
 
 def _reject_stats(folder: Path) -> dict:
     files = sorted(str(p) for p in folder.glob(REJECT_SHARDS))
-    by_reason, examples, benchmarks = Counter(), {}, Counter()
+    by_reason, examples, benchmarks, ballots = Counter(), {}, Counter(), []
     if files:
         for r in ds.dataset(files, format="parquet").to_table().to_pylist():
             key = (r["step"], r["reason"])
@@ -166,7 +195,9 @@ def _reject_stats(folder: Path) -> dict:
                 examples[key].append(r)
             if r["reason"] == "benchmark_overlap":
                 benchmarks[parse_detail(r["detail"] or "").get("benchmark", "?")] += 1
-    return {"files": len(files), "by_reason": by_reason, "examples": examples, "benchmarks": benchmarks}
+            if (found := ballot_from_detail(r["detail"] or "")) is not None:
+                ballots.append(found)
+    return {"files": len(files), "by_reason": by_reason, "examples": examples, "benchmarks": benchmarks, "ballots": ballots}
 
 
 # --- content -------------------------------------------------------------------------------------
@@ -231,6 +262,8 @@ def _sections(manifest: dict, funnel: dict | None, step_stats: dict | None, stat
     types = c.get("task_type") or Counter()
     if any(types):
         sections.append(_task_types_section(types))
+    if stats["ballots"] or rejects["ballots"]:
+        sections.append(_judges_section(stats["ballots"], rejects["ballots"]))
     sections.append(("Schema", [f"Every shard has the keyeforge sample contract, version {schema.SCHEMA_VERSION}:"],
                      [("column", "type")] + [(f.name, str(f.type)) for f in schema.SCHEMA], None))
     sections.append(("Loading", [

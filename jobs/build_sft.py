@@ -4,11 +4,15 @@ over the types -> shards + card.
     spark-submit jobs/build_sft.py                                    # the demo's outputs -> out/sft
     spark-submit jobs/build_sft.py sources=/data/sft_a,/data/sft_b output=out/sft balance.total=100000 balance.cap=2000
     spark-submit jobs/build_sft.py tag.taxonomy=my_taxonomy.jsonl tag.threshold=0.3 balance.temperature=0.3
+    spark-submit jobs/build_sft.py difficulty.enabled=true difficulty.client.base_urls=[http://host:8000/v1] \
+        difficulty.models=[model-a,model-b] difficulty.samples=4 difficulty.max_pass_rate=0.75
 
 Sources are shard folders (contract Parquet, e.g. what the other jobs write). With no sources the
 demo's outputs that exist are used: out/pretrain (captions, rendered OCR), out/cot/* (synthetic
 QA in the reasoning modes) and out/video. Rows that already carry task types keep them
-(`tag.keep_existing`). Rows the balance leaves out are in `_rejects/` with reason balanced_out.
+(`tag.keep_existing`). With models configured, questions the models answer right too often are
+refused as too_easy (taskgalaxy.difficulty; pass rates in extra.difficulty) before the balance.
+Rows the balance leaves out are in `_rejects/` with reason balanced_out.
 `python -m training.launch stage=sft` trains on out/sft.
 """
 
@@ -33,6 +37,7 @@ from curation.workdir import WorkFolder, hash_key  # noqa: E402
 from curation.writer import WriterConfig, code_version, prepare_folder, write_output  # noqa: E402
 from curation.steps import with_reject_column  # noqa: E402
 from taskgalaxy.balance import BalanceConfig  # noqa: E402
+from taskgalaxy.difficulty import DifficultyConfig, RateDifficulty  # noqa: E402
 from taskgalaxy.generate import STEP as GENERATE_STEP  # noqa: E402
 from taskgalaxy.generate import GenerateConfig, generation_plan  # noqa: E402
 from taskgalaxy.steps import BalanceMixture, TagTaskTypes  # noqa: E402
@@ -49,6 +54,9 @@ class BuildSftConfig:
     # generate.images=DIR[,DIR] generate.llm.base_urls=[URL] generate.llm.model=NAME generate.judge...
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     tag: TagConfig = field(default_factory=TagConfig)
+    # pass rates by sampled answers (off until models are configured): difficulty.enabled=true
+    # difficulty.client.base_urls=[URL] difficulty.models=[A,B] difficulty.samples=4 difficulty.max_pass_rate=0.75
+    difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     card: bool = True
     keep_work: bool = False
@@ -85,7 +93,7 @@ def run(cfg: BuildSftConfig, spark=None) -> dict:
     spark = spark or session("keyeforge build_sft")
     started = time.time()
     key = hash_key("build_sft", code_version(), [(f, os.path.getsize(f), os.path.getmtime(f)) for f in files])
-    steps = [TagTaskTypes(cfg.tag), BalanceMixture(cfg.balance, taxonomy=cfg.tag.taxonomy)]
+    steps = [TagTaskTypes(cfg.tag), RateDifficulty(cfg.difficulty), BalanceMixture(cfg.balance, taxonomy=cfg.tag.taxonomy)]
     # read and written once into the work folder: shards of several folders share file names,
     # and the row keys need distinct ones
     rows = with_reject_column(spark.read.schema(SPARK_SCHEMA).parquet(*files).select(*schema.COLUMNS))

@@ -22,7 +22,6 @@ schema_violation, ...); retries and re-asks happen inside the client first.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,10 +31,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation import schema
+from curation.agreement import votes_detail
 from curation.clip_model import ClipConfig
 from curation.sources.common import ROW_SCHEMA, SourcePlan, units_frame
 from curation.steps import REJECT
-from synthesis.model_client.config import ClientConfig
+from synthesis.model_client.config import ClientConfig, model_configs
 
 STEP = "taskgalaxy_generate"
 
@@ -67,12 +67,7 @@ class GenerateConfig:
 
 
 def judge_configs(cfg: GenerateConfig) -> list[ClientConfig]:
-    out = []
-    for k, model in enumerate(cfg.judge_models):
-        urls = [cfg.judge_urls[k]] if k < len(cfg.judge_urls) else cfg.judge.base_urls
-        out.append(dataclasses.replace(cfg.judge, model=model, base_urls=urls, response_schema=JUDGE_SCHEMA,
-                                       schema_name="judgement"))
-    return out
+    return model_configs(cfg.judge, cfg.judge_models, cfg.judge_urls, response_schema=JUDGE_SCHEMA, schema_name="judgement")
 
 
 def generation_plan(spark, files: list[str], cfg: GenerateConfig) -> SourcePlan:
@@ -167,7 +162,7 @@ class _Generator:
                 out.append(self.row(image_id, data, path, qa, {**extra, "votes": cast}))
             else:
                 reason = "judges_unavailable" if answered < self.cfg.votes_needed else "judges_rejected"
-                out.append(self.refused(image_id, path, reason, json.dumps(cast)[:500]))
+                out.append(self.refused(image_id, path, reason, votes_detail(cast)))
         return out
 
     def candidates(self, vector: np.ndarray) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ so a misconfigured job stops before any row is sent, with a message naming the s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -91,6 +91,14 @@ class ClientConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
     trust_remote_code: bool = False
+
+
+def model_configs(base: ClientConfig, models: list[str], urls: list[str] = (), **settings) -> list[ClientConfig]:
+    """One config per model of a panel (judges, solvers): the shared settings, the model's name,
+    its own endpoint when `urls` names one (same order as `models`), and `settings` on top."""
+    urls = list(urls)
+    return [replace(base, model=model, base_urls=[urls[k]] if k < len(urls) else base.base_urls, **settings)
+            for k, model in enumerate(models)]
 
 
 def check_config(cfg: ClientConfig) -> None:

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from taskgalaxy_helpers import MADE_UP, GenerationServer, picky  # noqa: E402
 
 from curation import schema  # noqa: E402
+from curation.agreement import ballot_from_detail  # noqa: E402
 from curation.writer import read_manifest, write_output  # noqa: E402
 from synthesis.model_client.config import ClientConfig  # noqa: E402
 from taskgalaxy.generate import STEP, GenerateConfig, generation_plan  # noqa: E402
@@ -44,7 +45,7 @@ def test_generation_end_to_end_with_bad_replies(spark, tmp_path):
                              votes_needed=2, top_k=5)
         frame = generation_plan(spark, [str(src / "part-00000.parquet")], cfg).frame()
         out = tmp_path / "out"
-        write_output(frame, str(out), steps=[STEP], config={}, card=False)
+        write_output(frame, str(out), steps=[STEP], config={}, card=True)
         statuses = list(server.statuses)
         requests = list(server.requests)
     manifest = read_manifest(out)
@@ -79,6 +80,14 @@ def test_generation_end_to_end_with_bad_replies(spark, tmp_path):
     refused_pairs = [r for r in rejects if r["reason"] == "judges_rejected"]
     assert {r["origin"] for r in refused_pairs} == {i for i in ids[:-1] if picky(data[i])}
     assert len(refused_pairs) + len(kept) == 2 * (len(ids) - 1)
+    # a refused pair's detail names every vote; the card's agreement counts kept and refused pairs
+    assert all(ballot_from_detail(r["detail"]) == {"judge-yes": True, "judge-picky": False, "judge-slow": None}
+               for r in refused_pairs)
+    assert all(r["detail"].endswith("judge-slow:timeout") for r in refused_pairs)
+    card = (out / "card" / "README.md").read_text()
+    alike = len(kept) / (len(kept) + len(refused_pairs))  # judge-yes always yes; judge-picky yes on kept pairs only
+    assert f"| judge-picky / judge-yes | {len(kept) + len(refused_pairs)} | {alike:.3f} |" in card, card[card.find("## Judges"):][:800]
+    assert f"| judge-slow | 0 ({len(kept) + len(refused_pairs)}) | - |" in card  # it timed out on every pair
     # the 429 storm was retried, never a reason; the prose filter replies were re-asked
     assert statuses.count(429) == 6 and not any("429" in r["reason"] for r in rejects)
     filters = [b for b in requests if b.get("model") == "writer" and "candidate task types" in json.dumps(b["messages"][0])]

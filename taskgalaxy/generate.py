@@ -73,12 +73,14 @@ def judge_configs(cfg: GenerateConfig) -> list[ClientConfig]:
 def generation_plan(spark, files: list[str], cfg: GenerateConfig) -> SourcePlan:
     """The plan: one unit per shard file; the taxonomy's leaf texts embedded here, once."""
     from curation.clip_model import load_clip
+    from taskgalaxy.tagging import clip_type_texts
     from taskgalaxy.taxonomy import SEED, Taxonomy
 
     if cfg.votes_needed > len(cfg.judge_models):
         raise ValueError(f"generate.votes_needed={cfg.votes_needed} but only {len(cfg.judge_models)} judges")
-    leaves = Taxonomy.load(cfg.taxonomy or SEED).leaves()
-    vectors = load_clip(cfg.clip).embed_texts([" ".join(t.path.split("~")) for t in leaves])
+    taxonomy = Taxonomy.load(cfg.taxonomy or SEED)
+    leaves = taxonomy.leaves()
+    vectors = load_clip(cfg.clip).embed_texts(clip_type_texts(taxonomy))
     types = [(t.path, t.description) for t in leaves]
     units = units_frame(spark, [(f,) for f in files], "file string", spark.sparkContext.defaultParallelism * 2)
     return SourcePlan(units, _Generator(cfg, types, vectors.astype(np.float32)))

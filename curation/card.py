@@ -124,8 +124,9 @@ def _video_records(extras: list) -> dict:
     return found
 
 
-def _task_types_section(types: Counter) -> tuple:
-    """Rows per task type (a row's first `task_types` path): how many types, how even, which lead."""
+def _task_types_section(types: Counter, step_stats: dict | None) -> tuple:
+    """Rows per task type (a row's first `task_types` path): how many types, how even, which lead;
+    and what a balancing step did (entropy before and after, the taxonomy's leaves covered)."""
     tagged = {t: n for t, n in types.items() if t}
     total = sum(tagged.values())
     bits = -sum(n / total * math.log2(n / total) for n in tagged.values())
@@ -134,6 +135,12 @@ def _task_types_section(types: Counter) -> tuple:
         per_l1[t.split("~")[0]] += n
     paragraphs = [f"{total:,} of {sum(types.values()):,} rows have a task type; {len(tagged):,} types have at least "
                   f"one row; entropy over types {bits:.3f} bits (uniform over them: {math.log2(len(tagged)):.3f})."]
+    balance = next((st.get("stats") or {} for st in (step_stats or {}).get("steps") or () if st.get("step") == "balance_mixture"), None)
+    if balance:
+        cover = balance.get("taxonomy_coverage") or {}
+        paragraphs.append(f"Balancing: {balance['rows_in']:,} rows over {balance['types_in']:,} types in, {balance['rows_kept']:,} kept; "
+                          f"entropy over types {balance['entropy_bits_before']:.3f} bits before, {balance['entropy_bits_after']:.3f} after; "
+                          f"{cover.get('with_a_kept_row', 0):,} of the taxonomy's {cover.get('leaf_types', 0):,} leaf types have a kept row.")
     rows = [("type (first task_types path)", "rows")] + sorted(tagged.items(), key=lambda kv: (-kv[1], kv[0]))[:15]
     rows += [("per first level: " + l1, n) for l1, n in sorted(per_l1.items(), key=lambda kv: (-kv[1], kv[0]))]
     return ("Task types", paragraphs, rows, None)
@@ -261,7 +268,7 @@ def _sections(manifest: dict, funnel: dict | None, step_stats: dict | None, stat
         sections.append(_videos_section(stats["videos"], plots))
     types = c.get("task_type") or Counter()
     if any(types):
-        sections.append(_task_types_section(types))
+        sections.append(_task_types_section(types, step_stats))
     if stats["ballots"] or rejects["ballots"]:
         sections.append(_judges_section(stats["ballots"], rejects["ballots"]))
     sections.append(("Schema", [f"Every shard has the keyeforge sample contract, version {schema.SCHEMA_VERSION}:"],

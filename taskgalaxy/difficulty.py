@@ -5,12 +5,13 @@ get right too often are refused as `too_easy` (optionally, rows nobody gets righ
     difficulty.enabled=true difficulty.client.base_urls=[http://host:8000/v1] \
         difficulty.models=[qwen2.5-vl-7b,internvl3-8b] difficulty.samples=4 difficulty.max_pass_rate=0.75
 
-Which rows: kept rows of `kinds` with a user turn and a reference answer (the `answer` column, else
-the last assistant turn's text). How answers match: `synthesis.reasoning.answers_match`, the same
-rule the reasoning data and the RL rewards use, by the row's `extra.answer_kind` when it has one,
-else inferred from the reference (a number, an option letter, or a short text). A reference longer
-than `max_reference_words` is an open answer: string matching says nothing about it, so it is
-graded by `grader_model` when one is set and left unscored otherwise.
+Which rows: kept rows of `kinds` with one user turn and a reference answer (the `answer` column,
+else the assistant turn's text); conversations of several turns stay unscored (`multi_turn`). How
+answers match: `synthesis.reasoning.answers_match`, the same rule the reasoning data and the RL
+rewards use, by the row's `extra.answer_kind` when it has one, else inferred from the reference (a
+number, an option letter, or a short text). A reference longer than `max_reference_words` is an
+open answer: string matching says nothing about it, so it is graded by `grader_model` when one is
+set and left unscored otherwise.
 
 Every scored row keeps its result in extra.difficulty: pass rate, correct and asked samples, and
 per model its counts or the client's error. A row whose models all failed stays unscored (kept, the
@@ -212,12 +213,13 @@ class _Rater:
 
     def facts(self, row: dict) -> dict:
         """What a row gives to score against, and how: `match`, `grade`, or why it cannot be
-        scored (no_question, no_reference, open_answer)."""
+        scored (no_question, multi_turn, no_reference, open_answer)."""
         from synthesis.reasoning.answers import unboxed
 
         extra = json.loads(row.get("extra") or "{}")
-        if not any(m and m.get("role") == "user" for m in row.get("messages") or ()):
-            return {"extra": extra, "how": "no_question"}
+        users = sum(1 for m in row.get("messages") or () if m and m.get("role") == "user")
+        if users != 1:  # a conversation's last answer depends on the earlier answers: not asked
+            return {"extra": extra, "how": "no_question" if users == 0 else "multi_turn"}
         reference = reference_of(row)
         if reference is None:
             return {"extra": extra, "how": "no_reference"}

@@ -110,6 +110,9 @@ ROWS = {
     "hard": _qa("What is 1 + 9? [hard]", "10"),
     "open": _qa("Describe the scene. [open]", OPEN_REFERENCE),
     "no_reference": _qa("What is 7 + 1? [easy]", None),
+    "multi_turn": schema.make_row("qa", "vqa", [schema.message("user", schema.image_part(0), "What is 1 + 1? [easy]"),
+                                                schema.message("assistant", "2"), schema.message("user", "And 2 + 2? [easy]"),
+                                                schema.message("assistant", "4")], [schema.image_entry(_png())]),
 }
 EXPECTED_RATE = {"easy": 1.0, "medium": 0.75, "hard": 0.0, "open": 0.5}
 
@@ -151,6 +154,7 @@ def test_pass_rates_refusals_and_a_new_threshold_without_asking_again(spark, tmp
     records = {name.get(r["id"], "caption"): json.loads(r["extra"]) for r in kept}
     assert "difficulty" not in records["caption"]  # a caption is not a question
     assert records["no_reference"]["difficulty"] == {"unscored": "no_reference"}
+    assert records["multi_turn"]["difficulty"] == {"unscored": "multi_turn"}
     for level in ("medium", "open"):
         record = records[level]["difficulty"]
         assert record["pass_rate"] == EXPECTED_RATE[level] and record["asked"] == 8
@@ -159,7 +163,7 @@ def test_pass_rates_refusals_and_a_new_threshold_without_asking_again(spark, tmp
     assert records["open"]["difficulty"]["answer_kind"] == "open"
     stats = next(s for s in steps["steps"] if s["step"] == "difficulty")["stats"]
     assert stats["scored"] == 4 and stats["too_easy"] == 1 and stats["too_hard"] == 1
-    assert stats["unscored"] == {"no_reference": 1} and stats["answers_reused"] is False
+    assert stats["unscored"] == {"multi_turn": 1, "no_reference": 1} and stats["answers_reused"] is False
     assert stats["model_errors"] == {"solver-down: http_503_exhausted": 4}
     # a stricter threshold: medium (0.75) is now too easy, from the persisted answers
     assert {name[r["id"]]: r["reason"] for r in rejects2} == {"easy": "too_easy", "medium": "too_easy", "hard": "too_hard"}

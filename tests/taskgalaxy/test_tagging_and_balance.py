@@ -105,7 +105,13 @@ def test_build_sft_tags_balances_and_repeats_itself(spark, tmp_path, index):
     apples = [r for r in kept if r["source"] == "apples"]
     assert sum(r["task_types"][0].startswith("counting~") for r in apples) >= 0.8 * len(apples)
     stats = {s["step"]: s["stats"] for s in json.loads((tmp_path / "one" / "_stats.json").read_text())["steps"]}
-    assert stats["balance_mixture"]["entropy_bits_after"] > stats["balance_mixture"]["entropy_bits_before"]
+    balance = stats["balance_mixture"]
+    assert balance["entropy_bits_after"] > balance["entropy_bits_before"]
+    from curation.card import build_card  # the card (rebuilt from the folder) reports the balancing
+
+    card = build_card(tmp_path / "one").read_text()
+    assert (f"entropy over types {balance['entropy_bits_before']:.3f} bits before, {balance['entropy_bits_after']:.3f} after; "
+            f"{balance['taxonomy_coverage']['with_a_kept_row']:,} of the taxonomy's 312 leaf types have a kept row") in card
     funnel = json.loads((tmp_path / "one" / "_funnel.json").read_text())
     assert funnel["input_rows"] == len(_rows()) and funnel["kept_rows"] == 100
     # the same rows from a second run (another output folder, fresh work)

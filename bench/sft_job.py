@@ -1,0 +1,199 @@
+"""`spark-submit jobs/build_sft.py` at real size, then `training.launch stage=sft` on what it wrote.
+
+    python bench/sft_job.py [--rows 6000] [--work out/bench-sft]
+
+Makes a pool of `--rows` question-answer rows, each with a photo-like 640x480 JPEG (bench/photos.py,
+~100 KB), skewed over task families as real pools are (half of them counting questions), in
+contract shards of 500 rows. A solver server on 127.0.0.1 (in this process) plays two models for the
+difficulty step: each answers a question right with a rate fixed by the question's hash, so pass
+rates spread over [0, 1]. The job tags, rates difficulty (4 samples x 2 models), balances (cap 300
+per type) and writes out/bench-sft/sft; the driver JVM's and Python workers' peak RSS are sampled
+(bench/scale.py's sampler). Then two SFT steps of the tiny model read the mixture (peak RSS of the
+trainer). Writes bench/results/sft_job.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import pyarrow.parquet as pq  # noqa: E402
+from hostinfo import cpu_model  # noqa: E402
+from photos import pixels  # noqa: E402
+from scale import Sampler, sampled_run  # noqa: E402
+
+from curation import schema  # noqa: E402
+
+THINGS = ["apples", "people", "cars", "birds", "chairs", "boats", "windows", "books"]
+# (share, template): counting dominates, as it does in pools built from detection data
+TEMPLATES = [
+    (0.50, "How many {t} are there in the picture?"),
+    (0.08, "What does the sign next to the {t} say?"),
+    (0.07, "Is the {t} to the left or to the right of the table?"),
+    (0.06, "What is the highest value in the bar chart about {t}?"),
+    (0.05, "What color are the {t} in this photo?"),
+    (0.05, "What is the area of the triangle drawn beside the {t}?"),
+    (0.04, "What happens next in this video of {t}?"),
+    (0.04, "Give the bounding box of the largest of the {t}."),
+    (0.04, "Which button should I tap to buy the {t} on this screen?"),
+    (0.04, "Why are the {t} wet in this scene?"),
+    (0.03, "Write a detailed caption of this photo of {t}."),
+]
+ROWS_PER_SHARD = 500
+
+
+def row(index: int) -> dict:
+    u = (int(hashlib.sha256(f"q{index}".encode()).hexdigest()[:8], 16) % 10_000) / 10_000
+    acc = 0.0
+    for share, template in TEMPLATES:
+        acc += share
+        if u < acc:
+            break
+    thing = THINGS[index % len(THINGS)]
+    question = template.format(t=thing) + f" (#{index})"
+    answer = str(index % 17) if template.startswith("How many") else f"{thing} answer {index % 5}"
+    buf = io.BytesIO()
+    pixels(index, 640, 480).save(buf, format="JPEG", quality=90)
+    m = schema.message
+    return schema.make_row("bench_pool", "vqa", [m("user", schema.image_part(0), question), m("assistant", answer)],
+                           [schema.image_entry(buf.getvalue())])
+
+
+def _write_shard(args: tuple[str, int, int]) -> int:
+    folder, start, stop = args
+    rows = [row(i) for i in range(start, stop)]
+    pq.write_table(schema.rows_to_table(rows), Path(folder) / f"part-{start // ROWS_PER_SHARD:05d}.parquet")
+    return len(rows)
+
+
+def make_pool(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [(str(folder), s, min(count, s + ROWS_PER_SHARD)) for s in range(0, count, ROWS_PER_SHARD)
+            if not (folder / f"part-{s // ROWS_PER_SHARD:05d}.parquet").exists()]
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_write_shard, todo))
+
+
+class Solvers:
+    """Two models; a question is answered right with probability r(question, model), drawn per
+    sample from the request's own hash, so replies are the same on every run."""
+
+    def __init__(self):
+        owner = self
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                owner.requests += 1
+                data = json.dumps(owner.reply(body)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def reply(self, body: dict) -> dict:
+        text = " ".join(p.get("text", "") for m in body["messages"] if m["role"] == "user"
+                        for p in (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}])).strip()
+        index = int(re.search(r"\(#(\d+)\)", text).group(1))
+        right = str(index % 17) if text.startswith("How many") else None
+        key = hashlib.sha256(f"{body['model']}:{index}".encode()).digest()
+        rate = key[0] / 255
+        choices = []
+        for k in range(int(body.get("n") or 1)):
+            ok = right is not None and key[1 + k] / 255 < rate
+            answer = right if ok else "I cannot tell"
+            choices.append({"index": k, "message": {"role": "assistant", "content": f"\\boxed{{{answer}}}"}, "finish_reason": "stop"})
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices,
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=6000)
+    parser.add_argument("--work", default="out/bench-sft")
+    parser.add_argument("--out", default="bench/results/sft_job.json")
+    args = parser.parse_args()
+    work = Path(args.work)
+    pool = work / f"pool-{args.rows}"
+    t0 = time.perf_counter()
+    make_pool(pool, args.rows)
+    pool_bytes = sum(p.stat().st_size for p in pool.glob("*.parquet"))
+    print(f"pool: {args.rows} rows, {pool_bytes / 2**20:.0f} MiB (made in {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+
+    out = work / "sft"
+    solvers = Solvers()
+    cmd = [str(ROOT / ".venv" / "bin" / "spark-submit"), "--master", "local[2]", "jobs/build_sft.py", f"sources={pool}",
+           f"output={out}", "balance.cap=300", "difficulty.enabled=true", f"difficulty.client.base_urls=[{solvers.url}]",
+           "difficulty.models=[solver-a,solver-b]", "difficulty.samples=4", "difficulty.max_pass_rate=0.75"]
+    load_before = os.getloadavg()
+    code, seconds, peak = sampled_run(cmd, work / "job.log", [out / "_work"])
+    if code != 0:
+        raise SystemExit(f"build_sft failed ({code}); see {work / 'job.log'}")
+    manifest = json.loads((out / "_manifest.json").read_text())
+    steps = {s["step"]: s for s in json.loads((out / "_stats.json").read_text())["steps"]}
+
+    train_out = work / "train"
+    train_cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "training.launch", "stage=sft", f"data=[{out}]",
+                 f"output={train_out}", "max_steps=2"]
+    started = time.perf_counter()
+    with open(work / "train.log", "w") as log:
+        proc = subprocess.Popen(train_cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        sampler = Sampler(proc.pid, [])
+        sampler.start()
+        train_code = proc.wait()
+        sampler.done.set()
+        sampler.join()
+    if train_code != 0:
+        raise SystemExit(f"training failed ({train_code}); see {work / 'train.log'}")
+    result = {
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+        "input": {"rows": args.rows, "bytes": pool_bytes, "images": "640x480 JPEG q90, one a row"},
+        "build_sft": {
+            "seconds": round(seconds, 1), "rows_per_second": round(args.rows / seconds, 1),
+            "rows_kept": manifest["rows"], "rows_rejected": manifest["rejects"]["rows"], "output_bytes": manifest["bytes"],
+            "step_seconds": {name: s.get("seconds") for name, s in steps.items()},
+            "difficulty": {k: steps["difficulty"]["stats"][k] for k in ("scored", "unscored", "too_easy", "mean_pass_rate",
+                                                                         "pass_rate_histogram")},
+            "balance": {k: steps["balance_mixture"]["stats"][k] for k in ("types_in", "types_kept", "rows_in", "rows_kept",
+                                                                          "entropy_bits_before", "entropy_bits_after")},
+            "solver_requests": solvers.requests,
+            "peak_rss_mib": {k: round(v / 2**20) for k, v in peak.items() if k != "staging_disk"},
+            "peak_work_folder_mib": round(peak["staging_disk"] / 2**20),
+        },
+        "train_sft_2_steps": {"seconds": round(time.perf_counter() - started, 1),
+                              "peak_rss_mib": {k: round(v / 2**20) for k, v in sampler.peak.items() if k != "staging_disk"}},
+        "load_before": load_before, "load_after": os.getloadavg(),
+    }
+    print(json.dumps(result, indent=1))
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

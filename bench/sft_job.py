@@ -119,24 +119,69 @@ class Solvers:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def reply(self, body: dict) -> dict:
-        text = " ".join(p.get("text", "") for m in body["messages"] if m["role"] == "user"
-                        for p in (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}])).strip()
-        index = int(re.search(r"\(#(\d+)\)", text).group(1))
+        text = self.user_text(body)
+        if body["model"] in ("writer", "judge-1", "judge-2", "judge-3"):
+            return self.generation_reply(body, text)
+        found = re.search(r"\(#(\d+)\)", text)
+        if not found:  # a question the generation path wrote: the solvers cannot tell
+            return _completion(body, ["\\boxed{I cannot tell}"] * int(body.get("n") or 1))
+        index = int(found.group(1))
         right = str(index % 17) if text.startswith("How many") else None
         key = hashlib.sha256(f"{body['model']}:{index}".encode()).digest()
         rate = key[0] / 255
-        choices = []
+        replies = []
         for k in range(int(body.get("n") or 1)):
             ok = right is not None and key[1 + k] / 255 < rate
-            answer = right if ok else "I cannot tell"
-            choices.append({"index": k, "message": {"role": "assistant", "content": f"\\boxed{{{answer}}}"}, "finish_reason": "stop"})
-        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices,
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            replies.append(f"\\boxed{{{right if ok else 'I cannot tell'}}}")
+        return _completion(body, replies)
+
+    @staticmethod
+    def generation_reply(body: dict, text: str) -> dict:
+        """TaskGalaxy's models: the filter keeps the first two candidates, the writer writes a
+        question, the judges say yes except judge-3 on every third question."""
+        if text.startswith("Here are candidate task types"):
+            listed = re.findall(r"^- ([^:\n]+):", text, flags=re.M)
+            return _completion(body, [json.dumps({"task_types": listed[:2]})])
+        if text.startswith("Task type:") and "Question:" not in text:
+            path = re.search(r"Task type: (\S[^(]*?) \(", text).group(1)
+            return _completion(body, [json.dumps({"question": f"Which {path.split('~')[-1]} is shown?", "answer": "the left one"})])
+        ok = not (body["model"] == "judge-3" and int(hashlib.sha256(text.encode()).hexdigest(), 16) % 3 == 0)
+        return _completion(body, [json.dumps({"task_type_fits": ok, "question_fits": ok, "answer_correct": ok})])
+
+    @staticmethod
+    def user_text(body: dict) -> str:
+        return " ".join(p.get("text", "") for m in body["messages"] if m["role"] == "user"
+                        for p in (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}])).strip()
+
+
+def _completion(body: dict, texts: list[str]) -> dict:
+    choices = [{"index": k, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+               for k, text in enumerate(texts)]
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices,
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def generation_counts(out: Path, images: int) -> dict | None:
+    """Rows the generation path added to the mixture, and its refusals by reason."""
+    if not images:
+        return None
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    kept = ds.dataset(sorted(str(f) for f in out.glob("part-*.parquet")), format="parquet").to_table(columns=["source"])
+    rejects = ds.dataset(str(out / "_rejects"), format="parquet").to_table(columns=["step", "reason"]).to_pylist()
+    refused: dict[str, int] = {}
+    for r in rejects:
+        if r["step"] == "taskgalaxy_generate":
+            refused[r["reason"]] = refused.get(r["reason"], 0) + 1
+    return {"images": images, "rows_kept_in_mixture": int(pc.sum(pc.equal(kept.column("source"), "taskgalaxy")).as_py() or 0),
+            "refused_by_reason": refused}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=6000)
+    parser.add_argument("--generate", type=int, default=1000, help="images through TaskGalaxy's generation path (0: off)")
     parser.add_argument("--work", default="out/bench-sft")
     parser.add_argument("--out", default="bench/results/sft_job.json")
     args = parser.parse_args()
@@ -152,6 +197,9 @@ def main() -> None:
     cmd = [str(ROOT / ".venv" / "bin" / "spark-submit"), "--master", "local[2]", "jobs/build_sft.py", f"sources={pool}",
            f"output={out}", "balance.cap=300", "difficulty.enabled=true", f"difficulty.client.base_urls=[{solvers.url}]",
            "difficulty.models=[solver-a,solver-b]", "difficulty.samples=4", "difficulty.max_pass_rate=0.75"]
+    if args.generate:
+        cmd += ["generate.enabled=true", f"generate.max_images={args.generate}", f"generate.llm.base_urls=[{solvers.url}]",
+                "generate.llm.model=writer", f"generate.judge.base_urls=[{solvers.url}]"]
     load_before = os.getloadavg()
     code, seconds, peak = sampled_run(cmd, work / "job.log", [out / "_work"])
     if code != 0:
@@ -178,6 +226,7 @@ def main() -> None:
         "build_sft": {
             "seconds": round(seconds, 1), "rows_per_second": round(args.rows / seconds, 1),
             "rows_kept": manifest["rows"], "rows_rejected": manifest["rejects"]["rows"], "output_bytes": manifest["bytes"],
+            "generation": generation_counts(out, args.generate),
             "step_seconds": {name: s.get("seconds") for name, s in steps.items()},
             "difficulty": {k: steps["difficulty"]["stats"][k] for k in ("scored", "unscored", "too_easy", "mean_pass_rate",
                                                                          "pass_rate_histogram")},

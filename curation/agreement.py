@@ -15,34 +15,39 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 
-def fleiss_kappa(counts: Sequence[tuple[int, int]]) -> float | None:
+def fleiss_kappa(counts: Sequence[tuple[int, int]], weights: Sequence[int] | None = None) -> float | None:
     """Fleiss' kappa of items rated yes/no by the same number m >= 2 of raters: counts are (yes,
-    no) per item. None when it is undefined (no items, or every vote the same)."""
-    if not counts:
+    no) per item (or per kind of item, `weights` saying how many items). None when it is
+    undefined (no items, or every vote the same)."""
+    weights = list(weights) if weights is not None else [1] * len(counts)
+    items = sum(weights)
+    if not items:
         return None
     m = sum(counts[0])
     if m < 2 or any(sum(c) != m for c in counts):
         raise ValueError("fleiss_kappa: every item needs the same number (>= 2) of votes")
-    agreement = sum((yes * yes + no * no - m) / (m * (m - 1)) for yes, no in counts) / len(counts)
-    p_yes = sum(yes for yes, _ in counts) / (m * len(counts))
+    agreement = sum(w * (yes * yes + no * no - m) / (m * (m - 1)) for (yes, no), w in zip(counts, weights)) / items
+    p_yes = sum(w * yes for (yes, _), w in zip(counts, weights)) / (m * items)
     chance = p_yes**2 + (1 - p_yes) ** 2
     return None if chance == 1 else (agreement - chance) / (1 - chance)
 
 
-def judge_agreement(ballots: Sequence[Mapping[str, bool | None]]) -> dict:
-    """ballots: per item, {judge: vote, or None where the judge failed}."""
+def judge_agreement(ballots: Sequence[Mapping[str, bool | None]], counts: Sequence[int] | None = None) -> dict:
+    """ballots: per item, {judge: vote, or None where the judge failed}; or, with `counts`, each
+    distinct ballot once and how many items cast it (what a Spark groupBy gives at scale)."""
+    counts = list(counts) if counts is not None else [1] * len(ballots)
     judges = sorted({j for ballot in ballots for j in ballot})
-    voted = [{j: v for j, v in b.items() if v is not None} for b in ballots]
-    per_judge = {j: {"votes": sum(1 for b in voted if j in b), "yes": sum(1 for b in voted if b.get(j) is True),
-                     "failed": sum(1 for b in ballots if j in b and b[j] is None)} for j in judges}
+    voted = [({j: v for j, v in b.items() if v is not None}, n) for b, n in zip(ballots, counts)]
+    per_judge = {j: {"votes": sum(n for b, n in voted if j in b), "yes": sum(n for b, n in voted if b.get(j) is True),
+                     "failed": sum(n for b, n in zip(ballots, counts) if j in b and b[j] is None)} for j in judges}
     pairs = {}
     for a, b in combinations(judges, 2):
-        both = [ballot for ballot in voted if a in ballot and b in ballot]
-        alike = sum(1 for ballot in both if ballot[a] == ballot[b])
-        pairs[f"{a} / {b}"] = {"items": len(both), "agreement": round(alike / len(both), 4) if both else None}
-    complete = [(sum(b.values()), len(b) - sum(b.values())) for b in voted if len(b) == len(judges)]
-    kappa = fleiss_kappa(complete) if len(judges) >= 2 else None
-    return {"items": len(ballots), "judges": per_judge, "pairs": pairs, "items_every_judge_voted": len(complete),
+        both = [(ballot, n) for ballot, n in voted if a in ballot and b in ballot]
+        items, alike = sum(n for _, n in both), sum(n for ballot, n in both if ballot[a] == ballot[b])
+        pairs[f"{a} / {b}"] = {"items": items, "agreement": round(alike / items, 4) if items else None}
+    complete = [((sum(b.values()), len(b) - sum(b.values())), n) for b, n in voted if len(b) == len(judges)]
+    kappa = fleiss_kappa([c for c, _ in complete], [n for _, n in complete]) if len(judges) >= 2 else None
+    return {"items": sum(counts), "judges": per_judge, "pairs": pairs, "items_every_judge_voted": sum(n for _, n in complete),
             "fleiss_kappa": None if kappa is None else round(kappa, 4)}
 
 

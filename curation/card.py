@@ -155,13 +155,13 @@ def _ballots(extras: list) -> list[dict]:
     return found
 
 
-def _judges_section(kept: list[dict], refused: list[dict]) -> tuple:
-    """Agreement of the judges that voted on generated rows: kept rows' extra.votes and the
-    ballots in refused rows' details (both, or the agreement would only count the kept)."""
-    found = judge_agreement(kept + refused)
+def _judges_section(found: dict) -> tuple:
+    """Agreement of the judges that voted on generated rows (curation.agreement.judge_agreement):
+    the job's own tally when it wrote one, else the kept rows' extra.votes and the ballots in
+    refused rows' details (both, or the agreement would only count the pairs the judges passed)."""
     kappa = found["fleiss_kappa"]
     paragraphs = [
-        f"{found['items']:,} judged items ({len(kept):,} kept, {len(refused):,} refused); every judge voted on "
+        f"{found['items']:,} judged question-answer pairs; every judge voted on "
         f"{found['items_every_judge_voted']:,} of them; Fleiss' kappa there: "
         + ("undefined (no such items, or every vote alike)" if kappa is None else f"{kappa:.3f}") + "."]
     rows = [("judge or pair", "items voted (failed)", "yes rate or agreement")]
@@ -269,8 +269,10 @@ def _sections(manifest: dict, funnel: dict | None, step_stats: dict | None, stat
     types = c.get("task_type") or Counter()
     if any(types):
         sections.append(_task_types_section(types, step_stats))
-    if stats["ballots"] or rejects["ballots"]:
-        sections.append(_judges_section(stats["ballots"], rejects["ballots"]))
+    if (step_stats or {}).get("judges"):  # the job's tally: every judged pair, also those refused later
+        sections.append(_judges_section(step_stats["judges"]))
+    elif stats["ballots"] or rejects["ballots"]:
+        sections.append(_judges_section(judge_agreement(stats["ballots"] + rejects["ballots"])))
     sections.append(("Schema", [f"Every shard has the keyeforge sample contract, version {schema.SCHEMA_VERSION}:"],
                      [("column", "type")] + [(f.name, str(f.type)) for f in schema.SCHEMA], None))
     sections.append(("Loading", [
@@ -312,7 +314,7 @@ def _steps_section(step_stats: dict) -> tuple:
     summary += f"; {reused} reused a result persisted by an earlier run with the same input and configuration."
     paragraphs = [summary]
     for key, value in step_stats.items():
-        if key not in ("job", "seconds", "steps"):
+        if key not in ("job", "seconds", "steps", "judges"):  # judges: a section of their own
             shown = ", ".join(f"{k}: {v}" for k, v in _flatten(value)) if isinstance(value, dict) else _readable(value)
             paragraphs.append(f"`{key}`: {shown or '-'}")
     return ("Steps", paragraphs, rows if steps else None, None)

@@ -39,7 +39,7 @@ from curation.steps import with_reject_column  # noqa: E402
 from taskgalaxy.balance import BalanceConfig  # noqa: E402
 from taskgalaxy.difficulty import DifficultyConfig, RateDifficulty  # noqa: E402
 from taskgalaxy.generate import STEP as GENERATE_STEP  # noqa: E402
-from taskgalaxy.generate import GenerateConfig, generation_plan  # noqa: E402
+from taskgalaxy.generate import GenerateConfig, generation_plan, judge_tally  # noqa: E402
 from taskgalaxy.steps import BalanceMixture, TagTaskTypes  # noqa: E402
 from taskgalaxy.tagging import TagConfig  # noqa: E402
 
@@ -104,9 +104,12 @@ def run(cfg: BuildSftConfig, spark=None) -> dict:
         names.append(GENERATE_STEP)
         key = hash_key(key, dataclasses.asdict(cfg.generate))
     result = run_steps(spark, rows, steps, WorkFolder(out), key, sources=names)
+    stats = {"job": "build_sft", **result.stats}
+    if cfg.generate.enabled:  # over every judged pair, also those a later step refused (the card shows it)
+        stats["judges"] = judge_tally(result.frame)
     resolved = dataclasses.asdict(dataclasses.replace(cfg, sources=sources))
     manifest = write_output(result.frame, str(out), result.step_names, resolved, cfg.writer, card=cfg.card,
-                            title="keyeforge SFT mixture", stats={"job": "build_sft", **result.stats},
+                            title="keyeforge SFT mixture", stats=stats,
                             keep_work=cfg.keep_work)
     print(f"build_sft: {manifest['rows']:,} rows kept in {len(manifest['shards'])} shards, "
           f"{manifest['rejects']['rows']:,} rejected -> {cfg.output} ({time.time() - started:.1f}s)")

@@ -1,6 +1,6 @@
 """TaskGalaxy's generation path, as a Spark source: images in, judged question-answer rows out.
 
-Per image (the first image of each row of the given shard folders):
+Per image (the first image of each row of the given shard folders, read a row group at a time):
 1. match: CLIP (curation.clip_model, the CLIP step's loading) embeds the image; the top_k leaf
    types by cosine with the types' text embeddings (computed once on the driver and shipped to
    every task) are its candidates;
@@ -61,7 +61,7 @@ class GenerateConfig:
     judge_urls: list[str] = field(default_factory=list)  # per judge (same order), else judge.base_urls
     votes_needed: int = 2
     language: Literal["en", "zh"] = "en"
-    max_images: int = 0  # 0: every image
+    max_images: int = 0  # 0: every image; else the images of the first max_images rows (file order)
     batch_size: int = 16  # images per model round
     source: str = "taskgalaxy"
 
@@ -70,20 +70,58 @@ def judge_configs(cfg: GenerateConfig) -> list[ClientConfig]:
     return model_configs(cfg.judge, cfg.judge_models, cfg.judge_urls, response_schema=JUDGE_SCHEMA, schema_name="judgement")
 
 
+def generation_units(files: list[str], max_images: int = 0) -> list[tuple[str, int, int]]:
+    """(file, row group, rows to take; -1 = all) for every row group the generation reads, from
+    the files' footers: `max_images` holds for the whole job, whatever the tasks."""
+    units, left = [], max_images
+    for file in files:
+        meta = pq.ParquetFile(file).metadata
+        for group in range(meta.num_row_groups):
+            if max_images and left <= 0:
+                return units
+            rows = meta.row_group(group).num_rows
+            units.append((file, group, min(rows, left) if max_images else -1))
+            left -= rows
+    return units
+
+
 def generation_plan(spark, files: list[str], cfg: GenerateConfig) -> SourcePlan:
-    """The plan: one unit per shard file; the taxonomy's leaf texts embedded here, once."""
+    """The plan: one unit per row group of the image shards; the taxonomy's leaf texts embedded
+    here, once."""
     from curation.clip_model import load_clip
     from taskgalaxy.tagging import clip_type_texts
     from taskgalaxy.taxonomy import SEED, Taxonomy
 
+    if len(set(cfg.judge_models)) != len(cfg.judge_models):  # votes are told apart by the judge's name
+        raise ValueError(f"generate.judge_models must be distinct names, got {cfg.judge_models}")
     if cfg.votes_needed > len(cfg.judge_models):
         raise ValueError(f"generate.votes_needed={cfg.votes_needed} but only {len(cfg.judge_models)} judges")
     taxonomy = Taxonomy.load(cfg.taxonomy or SEED)
     leaves = taxonomy.leaves()
     vectors = load_clip(cfg.clip).embed_texts(clip_type_texts(taxonomy))
     types = [(t.path, t.description) for t in leaves]
-    units = units_frame(spark, [(f,) for f in files], "file string", spark.sparkContext.defaultParallelism * 2)
+    units = units_frame(spark, generation_units(files, cfg.max_images), "file string, row_group int, take int",
+                        spark.sparkContext.defaultParallelism * 2)
     return SourcePlan(units, _Generator(cfg, types, vectors.astype(np.float32)))
+
+
+def judge_tally(frame) -> dict:
+    """The judges' agreement over every pair they judged in a job's marked frame: the pairs they
+    passed (votes in extra, whatever a later step did to the row) and the pairs they refused (votes
+    in the refusal's detail). Ballots are grouped and counted in Spark, so only their few distinct
+    patterns reach the driver."""
+    from pyspark.sql import functions as F
+
+    from curation.agreement import ballot_from_detail, judge_agreement
+
+    votes = F.from_json(F.get_json_object("extra", "$.votes"), "array<struct<judge:string,vote:boolean,error:string>>")
+    said = F.transform(votes, lambda v: F.concat(v["judge"], F.lit(":"), F.when(v["vote"].isNull(), F.coalesce(v["error"], F.lit("error")))
+                                                  .when(v["vote"], F.lit("yes")).otherwise(F.lit("no"))))
+    passed = frame.where(votes.isNotNull()).select(F.concat(F.lit("votes="), F.concat_ws(",", said)).alias("ballot"))
+    refused = frame.where((F.col(REJECT)["step"] == STEP) & F.col(REJECT)["detail"].startswith("votes=")).select(
+        F.col(REJECT)["detail"].alias("ballot"))
+    counted = passed.unionByName(refused).groupBy("ballot").count().orderBy("ballot").collect()
+    return judge_agreement([ballot_from_detail(r["ballot"]) for r in counted], [r["count"] for r in counted])
 
 
 class _Generator:
@@ -94,23 +132,17 @@ class _Generator:
         from curation.clip_model import load_clip
 
         clip = load_clip(self.cfg.clip)
-        taken = 0
         for batch in batches:
-            for file in batch.column("file").to_pylist():
-                parquet = pq.ParquetFile(file)
-                for group in range(parquet.num_row_groups):
-                    table = parquet.read_row_group(group, columns=["id", "images"])
-                    items = [(i, imgs[0]["bytes"]) for i, imgs in zip(table.column("id").to_pylist(),
-                                                                      table.column("images").to_pylist()) if imgs]
-                    for start in range(0, len(items), self.cfg.batch_size):
-                        chunk = items[start:start + self.cfg.batch_size]
-                        if self.cfg.max_images:
-                            chunk = chunk[: max(0, self.cfg.max_images - taken)]
-                        if not chunk:
-                            continue
-                        taken += len(chunk)
-                        rows = self.rows(clip, chunk)
-                        yield pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
+            for file, group, take in zip(*(batch.column(c).to_pylist() for c in ("file", "row_group", "take"))):
+                table = pq.ParquetFile(file).read_row_group(group, columns=["id", "images"])
+                if take >= 0:
+                    table = table.slice(0, take)
+                items = [(i, imgs[0]["bytes"]) for i, imgs in zip(table.column("id").to_pylist(),
+                                                                  table.column("images").to_pylist()) if imgs]
+                del table  # one row group's images at a time (our shards' row groups are bounded by bytes)
+                for start in range(0, len(items), self.cfg.batch_size):
+                    rows = self.rows(clip, items[start:start + self.cfg.batch_size])
+                    yield pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
 
     # --- one round of images ---------------------------------------------------------------------
 

@@ -36,3 +36,10 @@ def test_ballots_round_trip_through_a_reject_detail():
     assert text == "votes=j-1:yes,j:2:no,j-3:timeout"
     assert ballot_from_detail(text) == ballot(votes) == {"j-1": True, "j:2": False, "j-3": None}
     assert ballot_from_detail("score 0.1 < 0.2") is None
+
+
+def test_counted_ballots_equal_the_ballots_written_out():
+    kinds = [{"a": True, "b": True, "c": False}, {"a": False, "b": False, "c": False}, {"a": True, "b": None, "c": True}]
+    counts = [5, 2, 3]
+    written_out = [k for k, n in zip(kinds, counts) for _ in range(n)]
+    assert judge_agreement(kinds, counts) == judge_agreement(written_out)

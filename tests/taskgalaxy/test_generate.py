@@ -103,14 +103,36 @@ def test_build_sft_runs_the_generation_path_when_a_model_is_configured(spark, tm
     src.mkdir()
     pq.write_table(schema.rows_to_table(rows), src / "part-00000.parquet")
     with GenerationServer(storm=0) as server:
-        args = [f"sources={src}", f"output={tmp_path / 'sft'}", "card=false", "generate.enabled=true",
+        args = [f"sources={src}", f"output={tmp_path / 'sft'}", "generate.enabled=true",
                 f"generate.llm.base_urls=[{server.url}]", "generate.llm.model=writer", "generate.llm.backoff_s=0.01",
-                f"generate.judge.base_urls=[{server.url}]", "generate.judge_models=[judge-yes,judge-yes,judge-picky]"]
+                f"generate.judge.base_urls=[{server.url}]", "generate.judge_models=[judge-yes,judge-yes-too,judge-picky]", "balance.cap=1", "card=true"]
         manifest = run(configuration.load(BuildSftConfig, args), spark)
     funnel = json.loads((tmp_path / "sft" / "_funnel.json").read_text())
     assert [s["step"] for s in funnel["steps"]][:2] == ["read_shards", STEP]
     kept = pq.read_table(tmp_path / "sft" / manifest["shards"][0]["path"]).to_pylist()
     generated = [r for r in kept if r["source"] == "taskgalaxy"]
-    # three judges, two always yes: every image's two pairs kept, with the types the filter chose
-    assert len(generated) == 2 * len(rows) and all(r["task_types"] for r in generated)
-    assert funnel["input_rows"] == len(rows) + len(generated) and funnel["kept_rows"] == len(kept)
+    # three judges, two always yes: every image's two pairs pass, with the types the filter chose
+    rejects = pq.read_table(tmp_path / "sft" / "_rejects").to_pylist()
+    balanced_out = [r for r in rejects if r["source"] == "taskgalaxy"]
+    assert {r["reason"] for r in balanced_out} <= {"balanced_out"}
+    assert len(generated) + len(balanced_out) == 2 * len(rows) and all(r["task_types"] for r in generated)
+    assert funnel["input_rows"] == len(rows) + 2 * len(rows) and funnel["kept_rows"] == len(kept)
+    # the judges' tally counts every judged pair, also those the balance left out afterwards
+    judges = json.loads((tmp_path / "sft" / "_stats.json").read_text())["judges"]
+    picky_pairs = 2 * sum(picky(r["images"][0]["bytes"]) for r in rows)
+    assert judges["items"] == 2 * len(rows) and judges["judges"]["judge-picky"]["yes"] == 2 * len(rows) - picky_pairs
+    assert judges["pairs"]["judge-yes / judge-yes-too"]["agreement"] == 1.0
+    assert "## Judges" in (tmp_path / "sft" / "card" / "README.md").read_text()
+
+
+def test_max_images_holds_for_the_whole_job(tmp_path):
+    """The row budget is cut from the files' footers on the driver, so it does not multiply by tasks."""
+    from taskgalaxy.generate import generation_units
+
+    rows = [schema.caption_row("pics", _png(k), f"picture {k}") for k in range(7)]
+    one, two = str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")
+    pq.write_table(schema.rows_to_table(rows[:6]), one, row_group_size=3)
+    pq.write_table(schema.rows_to_table(rows[6:]), two)
+    assert generation_units([one, two]) == [(one, 0, -1), (one, 1, -1), (two, 0, -1)]
+    assert generation_units([one, two], max_images=5) == [(one, 0, 3), (one, 1, 2)]
+    assert generation_units([one, two], max_images=7) == [(one, 0, 3), (one, 1, 3), (two, 0, 1)]

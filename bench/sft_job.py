@@ -3,11 +3,12 @@
     python bench/sft_job.py [--rows 6000] [--work out/bench-sft]
 
 Makes a pool of `--rows` question-answer rows, each with a photo-like 640x480 JPEG (bench/photos.py,
-~100 KB), skewed over task families as real pools are (half of them counting questions), in
-contract shards of 500 rows. A solver server on 127.0.0.1 (in this process) plays two models for the
-difficulty step: each answers a question right with a rate fixed by the question's hash, so pass
-rates spread over [0, 1]. The job tags, rates difficulty (4 samples x 2 models), balances (cap 300
-per type) and writes out/bench-sft/sft; the driver JVM's and Python workers' peak RSS are sampled
+~70 KB), skewed over task families as real pools are (half of them counting questions), in contract
+shards of 500 rows. A server on 127.0.0.1 in this process (synthesis.model_client.rule_server) plays
+the models: TaskGalaxy's writer and three judges for `--generate` images of the pool, and two
+solvers for the difficulty step, each answering a question right with a rate fixed by the
+question's hash, so pass rates spread over [0, 1]. The job generates, tags, rates difficulty (4
+samples x 2 models), balances (cap 300 per type) and writes out/bench-sft/sft; the driver JVM's and Python workers' peak RSS are sampled
 (bench/scale.py's sampler). Then two SFT steps of the tiny model read the mixture (peak RSS of the
 trainer). Writes bench/results/sft_job.json.
 """
@@ -22,10 +23,8 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +37,7 @@ from photos import pixels  # noqa: E402
 from scale import Sampler, sampled_run  # noqa: E402
 
 from curation import schema  # noqa: E402
+from synthesis.model_client.rule_server import RuleServer, completion, user_texts  # noqa: E402
 
 THINGS = ["apples", "people", "cars", "birds", "chairs", "boats", "windows", "books"]
 # (share, template): counting dominates, as it does in pools built from detection data
@@ -89,76 +89,34 @@ def make_pool(folder: Path, count: int) -> None:
         list(pool.map(_write_shard, todo))
 
 
-class Solvers:
-    """Two models; a question is answered right with probability r(question, model), drawn per
+def solver_reply(body: dict) -> tuple[int, dict]:
+    """The solvers: a question is answered right with probability r(question, model), drawn per
     sample from the request's own hash, so replies are the same on every run."""
-
-    def __init__(self):
-        owner = self
-        self.requests = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                owner.requests += 1
-                data = json.dumps(owner.reply(body)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def reply(self, body: dict) -> dict:
-        text = self.user_text(body)
-        if body["model"] in ("writer", "judge-1", "judge-2", "judge-3"):
-            return self.generation_reply(body, text)
-        found = re.search(r"\(#(\d+)\)", text)
-        if not found:  # a question the generation path wrote: the solvers cannot tell
-            return _completion(body, ["\\boxed{I cannot tell}"] * int(body.get("n") or 1))
-        index = int(found.group(1))
-        right = str(index % 17) if text.startswith("How many") else None
-        key = hashlib.sha256(f"{body['model']}:{index}".encode()).digest()
-        rate = key[0] / 255
-        replies = []
-        for k in range(int(body.get("n") or 1)):
-            ok = right is not None and key[1 + k] / 255 < rate
-            replies.append(f"\\boxed{{{right if ok else 'I cannot tell'}}}")
-        return _completion(body, replies)
-
-    @staticmethod
-    def generation_reply(body: dict, text: str) -> dict:
-        """TaskGalaxy's models: the filter keeps the first two candidates, the writer writes a
-        question, the judges say yes except judge-3 on every third question."""
-        if text.startswith("Here are candidate task types"):
-            listed = re.findall(r"^- ([^:\n]+):", text, flags=re.M)
-            return _completion(body, [json.dumps({"task_types": listed[:2]})])
-        if text.startswith("Task type:") and "Question:" not in text:
-            path = re.search(r"Task type: (\S[^(]*?) \(", text).group(1)
-            return _completion(body, [json.dumps({"question": f"Which {path.split('~')[-1]} is shown?", "answer": "the left one"})])
-        ok = not (body["model"] == "judge-3" and int(hashlib.sha256(text.encode()).hexdigest(), 16) % 3 == 0)
-        return _completion(body, [json.dumps({"task_type_fits": ok, "question_fits": ok, "answer_correct": ok})])
-
-    @staticmethod
-    def user_text(body: dict) -> str:
-        return " ".join(p.get("text", "") for m in body["messages"] if m["role"] == "user"
-                        for p in (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}])).strip()
+    text = " ".join(user_texts(body)).strip()
+    if body["model"] in ("writer", "judge-1", "judge-2", "judge-3"):
+        return 200, generation_reply(body, text)
+    n = int(body.get("n") or 1)
+    found = re.search(r"\(#(\d+)\)", text)
+    if not found:  # a question the generation path wrote: the solvers cannot tell
+        return 200, completion(body, ["\\boxed{I cannot tell}"])
+    index = int(found.group(1))
+    right = str(index % 17) if text.startswith("How many") else None
+    key = hashlib.sha256(f"{body['model']}:{index}".encode()).digest()
+    ok = [right is not None and key[1 + k] / 255 < key[0] / 255 for k in range(n)]
+    return 200, completion(body, [f"\\boxed{{{right if good else 'I cannot tell'}}}" for good in ok])
 
 
-def _completion(body: dict, texts: list[str]) -> dict:
-    choices = [{"index": k, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-               for k, text in enumerate(texts)]
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices,
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+def generation_reply(body: dict, text: str) -> dict:
+    """TaskGalaxy's models: the filter keeps the first two candidates, the writer writes a
+    question, the judges say yes except judge-3 on every third question."""
+    if text.startswith("Here are candidate task types"):
+        listed = re.findall(r"^- ([^:\n]+):", text, flags=re.M)
+        return completion(body, [json.dumps({"task_types": listed[:2]})])
+    if text.startswith("Task type:") and "Question:" not in text:
+        path = re.search(r"Task type: (\S[^(]*?) \(", text).group(1)
+        return completion(body, [json.dumps({"question": f"Which {path.split('~')[-1]} is shown?", "answer": "the left one"})])
+    ok = not (body["model"] == "judge-3" and int(hashlib.sha256(text.encode()).hexdigest(), 16) % 3 == 0)
+    return completion(body, [json.dumps({"task_type_fits": ok, "question_fits": ok, "answer_correct": ok})])
 
 
 def generation_counts(out: Path, images: int) -> dict | None:
@@ -193,15 +151,16 @@ def main() -> None:
     print(f"pool: {args.rows} rows, {pool_bytes / 2**20:.0f} MiB (made in {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
     out = work / "sft"
-    solvers = Solvers()
+    server = RuleServer(solver_reply)
     cmd = [str(ROOT / ".venv" / "bin" / "spark-submit"), "--master", "local[2]", "jobs/build_sft.py", f"sources={pool}",
-           f"output={out}", "balance.cap=300", "difficulty.enabled=true", f"difficulty.client.base_urls=[{solvers.url}]",
+           f"output={out}", "balance.cap=300", "difficulty.enabled=true", f"difficulty.client.base_urls=[{server.url}]",
            "difficulty.models=[solver-a,solver-b]", "difficulty.samples=4", "difficulty.max_pass_rate=0.75"]
     if args.generate:
-        cmd += ["generate.enabled=true", f"generate.max_images={args.generate}", f"generate.llm.base_urls=[{solvers.url}]",
-                "generate.llm.model=writer", f"generate.judge.base_urls=[{solvers.url}]"]
+        cmd += ["generate.enabled=true", f"generate.max_images={args.generate}", f"generate.llm.base_urls=[{server.url}]",
+                "generate.llm.model=writer", f"generate.judge.base_urls=[{server.url}]"]
     load_before = os.getloadavg()
-    code, seconds, peak = sampled_run(cmd, work / "job.log", [out / "_work"])
+    with server:
+        code, seconds, peak = sampled_run(cmd, work / "job.log", [out / "_work"])
     if code != 0:
         raise SystemExit(f"build_sft failed ({code}); see {work / 'job.log'}")
     manifest = json.loads((out / "_manifest.json").read_text())
@@ -232,7 +191,7 @@ def main() -> None:
                                                                          "pass_rate_histogram")},
             "balance": {k: steps["balance_mixture"]["stats"][k] for k in ("types_in", "types_kept", "rows_in", "rows_kept",
                                                                           "entropy_bits_before", "entropy_bits_after")},
-            "solver_requests": solvers.requests,
+            "model_requests": len(server.requests),
             "peak_rss_mib": {k: round(v / 2**20) for k, v in peak.items() if k != "staging_disk"},
             "peak_work_folder_mib": round(peak["staging_disk"] / 2**20),
         },

@@ -25,6 +25,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from synthesis.model_client.rule_server import completion, user_texts  # noqa: F401 (the tests import them from here)
+
 
 class ScriptedServer:
     def __init__(self, scripts: dict | None = None):
@@ -113,52 +115,9 @@ class ScriptedServer:
         handler.wfile.write(data)
 
 
-def user_texts(body: dict) -> list[str]:
-    texts = []
-    for message in body.get("messages") or []:
-        if message.get("role") == "user":
-            content = message.get("content")
-            texts.append(
-                content
-                if isinstance(content, str)
-                else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
-            )
-    return texts
-
-
 def last_user_text(body: dict) -> str:
     texts = user_texts(body)
     return texts[-1] if texts else ""
-
-
-def completion(body: dict, texts: list[str]) -> dict:
-    n = int(body.get("n") or 1)
-    choices = []
-    for i in range(n):
-        text = texts[i % len(texts)]
-        choice = {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        if body.get("logprobs"):
-            top = int(body.get("top_logprobs") or 0)
-            choice["logprobs"] = {
-                "content": [
-                    {
-                        "token": w,
-                        "logprob": -0.5,
-                        "bytes": list(w.encode()),
-                        "top_logprobs": [{"token": w, "logprob": -0.5}] * top,
-                    }
-                    for w in text.split()
-                ]
-            }
-        choices.append(choice)
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "created": 0,
-        "model": body.get("model"),
-        "choices": choices,
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n},
-    }
 
 
 # --- a tiny in-process chat model --------------------------------------------------------------------

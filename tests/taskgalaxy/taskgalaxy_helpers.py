@@ -19,15 +19,10 @@ import base64
 import hashlib
 import json
 import re
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "synthesis"))
-
-from model_client_helpers import completion  # noqa: E402
+from synthesis.model_client.rule_server import RuleServer, completion
 
 MADE_UP = "made up~not a candidate~at all"
 
@@ -51,52 +46,20 @@ def _text(body: dict) -> str:
     return first if isinstance(first, str) else " ".join(p.get("text", "") for p in first if p.get("type") == "text")
 
 
-class GenerationServer:
+class GenerationServer(RuleServer):
     def __init__(self, storm: int = 6, slow_seconds: float = 2.0):
+        super().__init__(self._counted)
         self.storm, self.slow_seconds = storm, slow_seconds
-        self.requests: list[dict] = []
         self.statuses: list[int] = []
-        self._lock = threading.Lock()
-        server = self
+        self._seen = 0
+        self._count_lock = threading.Lock()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                status, payload, headers = server.reply(body)
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **headers}.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "GenerationServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def reply(self, body: dict) -> tuple[int, dict, dict]:
-        with self._lock:
-            self.requests.append(body)
-            number = len(self.requests)
+    def _counted(self, body: dict) -> tuple[int, dict, dict]:
+        with self._count_lock:
+            self._seen += 1
+            number = self._seen
         status, payload, headers = self._reply(body, number)
-        with self._lock:
+        with self._count_lock:
             self.statuses.append(status)
         return status, payload, headers
 

@@ -15,80 +15,35 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "synthesis"))
-
-from model_client_helpers import completion  # noqa: E402
-
-from curation import config as configuration  # noqa: E402
-from curation import schema  # noqa: E402
-from taskgalaxy.difficulty import answer_kind, is_open, reference_of  # noqa: E402
+from curation import config as configuration
+from curation import schema
+from synthesis.model_client.rule_server import RuleServer, completion, user_texts
+from taskgalaxy.difficulty import answer_kind, is_open, reference_of
 
 OPEN_REFERENCE = "a red ball on a wooden table next to the open window"
 
 
-def _user_text(body: dict) -> str:
-    for m in body["messages"]:
-        if m["role"] == "user":
-            content = m["content"]
-            return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
-    return ""
-
-
-class SolverServer:
-    def __init__(self):
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                server.requests.append(body)
-                status, payload = server.reply(body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def reply(self, body: dict) -> tuple[int, dict]:
-        model, text = body["model"], _user_text(body)
-        if model == "solver-down":
-            return 503, {"error": {"message": "overloaded"}}
-        if model == "grader":
-            reference, candidate = re.search(r"Reference answer: (.*)\nCandidate answer: (.*)\n", text).groups()
-            return 200, completion(body, [json.dumps({"same": reference.strip() == candidate.strip()})])
-        if "[open]" in text:
-            right, wrong = f"\\boxed{{{OPEN_REFERENCE}}}", "\\boxed{a blue cube}"
-            return 200, completion(body, [right if model == "solver-a" else wrong])
-        a, b = map(int, re.search(r"What is (\d+) \+ (\d+)\?", text).groups())
-        right, wrong = f"\\boxed{{{a + b}}}", f"\\boxed{{{a + b + 1}}}"
-        level = re.search(r"\[(\w+)\]", text).group(1)
-        replies = {"easy": [right], "hard": [wrong], "medium": [right] if model == "solver-a" else [right, wrong]}[level]
-        return 200, completion(body, replies)
+def solver_reply(body: dict) -> tuple[int, dict]:
+    model, text = body["model"], " ".join(user_texts(body))
+    if model == "solver-down":
+        return 503, {"error": {"message": "overloaded"}}
+    if model == "grader":
+        reference, candidate = re.search(r"Reference answer: (.*)\nCandidate answer: (.*)\n", text).groups()
+        return 200, completion(body, [json.dumps({"same": reference.strip() == candidate.strip()})])
+    if "[open]" in text:
+        right, wrong = f"\\boxed{{{OPEN_REFERENCE}}}", "\\boxed{a blue cube}"
+        return 200, completion(body, [right if model == "solver-a" else wrong])
+    a, b = map(int, re.search(r"What is (\d+) \+ (\d+)\?", text).groups())
+    right, wrong = f"\\boxed{{{a + b}}}", f"\\boxed{{{a + b + 1}}}"
+    level = re.search(r"\[(\w+)\]", text).group(1)
+    replies = {"easy": [right], "hard": [wrong], "medium": [right] if model == "solver-a" else [right, wrong]}[level]
+    return 200, completion(body, replies)
 
 
 def _png() -> bytes:
@@ -117,7 +72,7 @@ ROWS = {
 EXPECTED_RATE = {"easy": 1.0, "medium": 0.75, "hard": 0.0, "open": 0.5}
 
 
-def _run(src: Path, out: Path, server: SolverServer, spark, *extra_args: str):
+def _run(src: Path, out: Path, server: RuleServer, spark, *extra_args: str):
     from jobs.build_sft import BuildSftConfig, run
 
     args = [f"sources={src}", f"output={out}", "card=false", "keep_work=true", "difficulty.enabled=true",
@@ -138,15 +93,12 @@ def test_pass_rates_refusals_and_a_new_threshold_without_asking_again(spark, tmp
     rows = [*ROWS.values(), caption]
     pq.write_table(schema.rows_to_table(rows), src / "part-00000.parquet")
     name = {r["id"]: k for k, r in ROWS.items()}
-    server = SolverServer()
-    try:
+    with RuleServer(solver_reply) as server:
         kept, rejects, steps = _run(src, tmp_path / "out", server, spark)
         asked_first = len(server.requests)
         # the same output again (its work folder kept), with a stricter threshold
         kept2, rejects2, steps2 = _run(src, tmp_path / "out", server, spark, "difficulty.max_pass_rate=0.7")
         asked_second = len(server.requests) - asked_first
-    finally:
-        server.close()
     assert len(kept) + len(rejects) == len(rows)
     refused = {name[r["id"]]: r for r in rejects}
     assert {k: r["reason"] for k, r in refused.items()} == {"easy": "too_easy", "hard": "too_hard"}

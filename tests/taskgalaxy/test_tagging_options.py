@@ -7,10 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -18,18 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "synthesis"))
-
-from model_client_helpers import completion  # noqa: E402
-
-from curation import config as configuration  # noqa: E402
-from curation import schema  # noqa: E402
-from curation.clip_model import ClipConfig, load_clip  # noqa: E402
-from curation.workdir import ROW_KEY as ROW  # noqa: E402
-from synthesis.model_client.config import ClientConfig  # noqa: E402
-from taskgalaxy.steps import _index, _Tagger  # noqa: E402
-from taskgalaxy.tagging import TagConfig, clip_type_texts, mix_image_scores  # noqa: E402
-from taskgalaxy.taxonomy import SEED, Taxonomy  # noqa: E402
+from curation import config as configuration
+from curation import schema
+from curation.clip_model import ClipConfig, load_clip
+from curation.workdir import ROW_KEY as ROW
+from synthesis.model_client.config import ClientConfig
+from synthesis.model_client.rule_server import RuleServer, completion, user_texts
+from taskgalaxy.steps import _index, _Tagger
+from taskgalaxy.tagging import TagConfig, clip_type_texts, mix_image_scores
+from taskgalaxy.taxonomy import SEED, Taxonomy
 
 QUESTIONS = ["How many apples are on the table?", "What does the sign say?", "Is the cup left of the plate?",
              "What is the trend of the line in the chart?"]
@@ -76,54 +69,20 @@ def test_image_weight_one_follows_clip_and_zero_follows_the_text():
     assert mixed[3] == by_text[3]  # an unreadable image: the text decides
 
 
-class ClassifierServer:
+def classifier_reply(body: dict) -> tuple[int, dict]:
     """classifier-second picks the second listed type; classifier-wild names one that is not
     listed; classifier-none says none fits; anything else gets a 503."""
-
-    def __init__(self):
-        server = self
-        self.asked = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                server.asked += 1
-                status, payload = server.reply(body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def reply(self, body: dict) -> tuple[int, dict]:
-        content = body["messages"][0]["content"]  # a text-only turn is sent as a plain string
-        text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
-        listed = re.findall(r"^- ([^:\n]+):", text, flags=re.M)
-        pick = {"classifier-second": listed[1], "classifier-wild": "made up~type~here", "classifier-none": "none"}
-        if body["model"] not in pick:
-            return 503, {"error": {"message": "down"}}
-        return 200, completion(body, [json.dumps({"task_type": pick[body["model"]]})])
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    listed = re.findall(r"^- ([^:\n]+):", user_texts(body)[0], flags=re.M)
+    pick = {"classifier-second": listed[1], "classifier-wild": "made up~type~here", "classifier-none": "none"}
+    if body["model"] not in pick:
+        return 503, {"error": {"message": "down"}}
+    return 200, completion(body, [json.dumps({"task_type": pick[body["model"]]})])
 
 
 @pytest.fixture(scope="module")
 def classifier_server():
-    server = ClassifierServer()
-    yield server
-    server.close()
+    with RuleServer(classifier_reply) as server:
+        yield server
 
 
 @pytest.mark.parametrize("model, expect", [("classifier-second", "second"), ("classifier-wild", "fallback:outside_candidates"),

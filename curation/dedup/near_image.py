@@ -141,7 +141,9 @@ def image_edges(hashes: DataFrame, cfg: ImageDedupConfig) -> DataFrame:
         edges.append(bucket_pairs(same_pixels.where(F.size("ids") > 1), 0))
     if cfg.near:
         banded = hashes.select("id", "phash", F.posexplode("bands").alias("band", "value"))
-        buckets = banded.repartition("band", "value")  # one shuffle of (id, pHash, band, value)
+        # one shuffle of (id, pHash, band, value), each partition sorted by bucket (Spark's sort
+        # spills): the pairing streams over it holding one batch and one bucket, not the partition
+        buckets = banded.repartition("band", "value").sortWithinPartitions("band", "value")
         edges.append(buckets.mapInArrow(_CloseBucketPairs(cfg.all_pairs_bucket, cfg.max_hamming), "src string, dst string"))
     if not edges:
         return hashes.sparkSession.createDataFrame([], "src string, dst string")
@@ -152,22 +154,35 @@ def image_edges(hashes: DataFrame, cfg: ImageDedupConfig) -> DataFrame:
 
 
 class _CloseBucketPairs:
-    """mapInArrow function over whole (band, value) buckets of (id, pHash) members: the pairs
-    `bucket_pairs` gives for each bucket's sorted distinct members (all pairs up to
-    `all_pairs_bucket`, a star and a chain above), kept where the two pHashes are at most
-    `max_hamming` bits apart, as (src id, dst id). Numpy sorts the partition; Python pairs only the
-    members of shared buckets (the SQL formulation spent most of the step in shuffles of arrays)."""
+    """mapInArrow function over (band, value) buckets of (id, pHash) members, the partition sorted
+    by bucket: the pairs `bucket_pairs` gives for each bucket's sorted distinct members (all pairs
+    up to `all_pairs_bucket`, a star and a chain above), kept where the two pHashes are at most
+    `max_hamming` bits apart, as (src id, dst id). Batches stream: the last bucket of a batch may
+    go on in the next, so it is held back and joined to it; memory is a batch and a bucket, not
+    the partition (which grows with the corpus: at 100k images a worker held 1 GiB reading it
+    whole). Numpy finds the shared buckets; Python pairs only their members (the SQL formulation
+    spent most of the step in shuffles of arrays)."""
 
     def __init__(self, all_pairs_bucket: int, max_hamming: int):
         self.all_pairs_bucket, self.max_hamming = all_pairs_bucket, max_hamming
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        batches = list(batches)  # a bucket may span batches: the partition is read whole
-        if not batches:
-            return
-        table = pa.Table.from_batches(batches)
+        held = None  # the rows of the last bucket seen, which the next batch may continue
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = pa.Table.from_batches([batch]) if held is None else pa.concat_tables([held, pa.Table.from_batches([batch])])
+            band, value = table.column("band").to_numpy(), table.column("value").to_numpy()
+            last = np.flatnonzero((band == band[-1]) & (value == value[-1]))[0]  # where the last bucket starts
+            held = table.slice(last)
+            if last:
+                yield self.pairs(table.slice(0, last))
+        if held is not None:
+            yield self.pairs(held)
+
+    def pairs(self, table: pa.Table) -> pa.RecordBatch:
         band, value = table.column("band").to_numpy(), table.column("value").to_numpy()
-        order = np.lexsort((value, band))
+        order = np.lexsort((value, band))  # sorted already when Spark sorted the partition: cheap
         band, value = band[order], value[order]
         same = (band[1:] == band[:-1]) & (value[1:] == value[:-1])
         shared = np.zeros(len(order), dtype=bool)
@@ -185,7 +200,7 @@ class _CloseBucketPairs:
                 if a != b and ((pa_ ^ pb) & 0xFFFFFFFFFFFFFFFF).bit_count() <= self.max_hamming:
                     src.append(a)
                     dst.append(b)
-        yield pa.RecordBatch.from_pydict({"src": pa.array(src, pa.string()), "dst": pa.array(dst, pa.string())})
+        return pa.RecordBatch.from_pydict({"src": pa.array(src, pa.string()), "dst": pa.array(dst, pa.string())})
 
 
 class ImageDedup(Step):

@@ -111,3 +111,35 @@ def test_exact_only_catches_lossless_copies_but_not_edited_ones(spark, planted):
     # Per group only the PNG original and its BMP copy share pixels.
     assert len(rejected) == len(planted["groups"])
     assert all(sum(i in rejected for i in g) == 1 for g in planted["groups"])
+
+
+@pytest.mark.parametrize("max_hamming", [64, 10])
+def test_bucket_pairing_streams_over_sorted_batches_like_all_pairs_by_hand(max_hamming):
+    """The pairing reads a partition sorted by bucket in batches, holding back the bucket a batch
+    ends in: its pairs equal every within-bucket pair at most max_hamming bits apart, listed by
+    hand, however the rows are cut into batches (buckets span batch ends here)."""
+    import pyarrow as pa
+
+    from curation.dedup.near_image import _CloseBucketPairs
+
+    rng = np.random.default_rng(5)
+    n = 300
+    ids = [f"id{i:04d}" for i in range(n)]
+    phashes = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64)
+    phashes[50:80] = phashes[0] ^ 0b111  # 3 bits from image 0: near copies
+    rows = [(b, int(v), ids[i], int(phashes[i])) for i in range(n) for b in range(4)
+            for v in [int(rng.integers(0, 12))]]  # 4 bands, 12 values: buckets of ~25 members
+    rows.sort()
+    expected = set()
+    for (b, v), group in itertools.groupby(rows, key=lambda r: (r[0], r[1])):
+        members = sorted({(r[2], r[3]) for r in group})
+        for (a, ha), (c, hc) in itertools.combinations(members, 2):
+            if ((ha ^ hc) & 0xFFFFFFFFFFFFFFFF).bit_count() <= max_hamming:
+                expected.add((a, c))
+    table = pa.table({"id": [r[2] for r in rows], "phash": pa.array([r[3] for r in rows], pa.int64()),
+                      "band": pa.array([r[0] for r in rows], pa.int64()), "value": pa.array([r[1] for r in rows], pa.int64())})
+    pairing = _CloseBucketPairs(all_pairs_bucket=1000, max_hamming=max_hamming)
+    for size in (37, 100, len(rows)):
+        out = pa.Table.from_batches(list(pairing(iter(table.to_batches(max_chunksize=size)))))
+        found = list(zip(out.column("src").to_pylist(), out.column("dst").to_pylist()))
+        assert set(found) == expected and len(expected) > 0

@@ -90,8 +90,9 @@ class _Tagger:
                 index = _index(self.cfg.taxonomy or str(SEED), self.cfg.model_path)
             rows = batch.to_pydict()
             texts = [question_text(m) for m in rows["messages"]]
-            for start in range(0, len(texts), max(1, self.cfg.batch_size)):
-                part = slice(start, start + self.cfg.batch_size)
+            size = max(1, self.cfg.batch_size)
+            for start in range(0, len(texts), size):
+                part = slice(start, start + size)
                 chunk = texts[part]
                 scores = index.scores(chunk)
                 if self.cfg.image_weight > 0:

@@ -182,13 +182,14 @@ class _Rater:
         for model_cfg in model_configs(cfg.client, cfg.models, cfg.model_urls, response_schema=None):
             replies[model_cfg.model] = client_for(model_cfg).chat([self.request(rows[k]) for k in asked])
         graded = self.grade(asked, facts, replies) if any(facts[k]["how"] == "grade" for k in asked) else {}
+        where = {k: j for j, k in enumerate(asked)}  # row -> its place among the asked rows
         out = []
         for k, (row, f) in enumerate(zip(rows, facts)):
             record, total, right, errors = {}, 0, 0, []
             if f["how"] not in ("match", "grade"):
                 record["unscored"] = f["how"]
             else:
-                j = asked.index(k)
+                j = where[k]
                 record.update({"models": {}, "answer_kind": "open" if f["how"] == "grade" else f["kind"]})
                 for model, completions in replies.items():
                     done = completions[j]

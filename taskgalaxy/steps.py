@@ -132,10 +132,11 @@ class _Tagger:
         from synthesis.model_client import ChatRequest, client_for
 
         asked = [k for k, text in enumerate(texts) if text]
-        lists = {k: [index.paths[i] for i in np.argsort(-scores[k], kind="stable")[: self.cfg.candidates]] for k in asked}
+        # per asked row: {path: leaf number} of its nearest candidates, nearest first
+        lists = {k: {index.paths[i]: int(i) for i in np.argsort(-scores[k], kind="stable")[: self.cfg.candidates]} for k in asked}
         requests = []
         for k in asked:
-            listed = "\n".join(f"- {path}: {index.leaves[index.paths.index(path)].description}" for path in lists[k])
+            listed = "\n".join(f"- {path}: {index.leaves[i].description}" for path, i in lists[k].items())
             prompt = (f"Question: {texts[k]}\nCandidate task types:\n{listed}\nWhich one task type is this question? "
                       f'Answer as JSON {{"task_type": ...}} with a name copied exactly from the list, or "{NONE_FITS}".')
             requests.append(ChatRequest(f"tag:{keys[k]}", [{"role": "user", "content": [{"type": "text", "text": prompt}]}]))
@@ -149,7 +150,7 @@ class _Tagger:
             if pick == NONE_FITS:
                 found[k], by[k] = [], "classifier"
             elif pick in lists[k]:
-                score = round(float(scores[k][index.paths.index(pick)]), 4)
+                score = round(float(scores[k][lists[k][pick]]), 4)
                 found[k] = [(pick, score)] + [f for f in found[k] if f[0] != pick][: self.cfg.top_k - 1]
                 by[k] = "classifier"
             else:

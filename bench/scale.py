@@ -201,13 +201,24 @@ def run_ours(sources: list[str], out: Path, clip: bool, log_file: Path) -> dict:
 # --- the baseline ----------------------------------------------------------------------------
 
 
-def _items(sources: list[str]):
-    """(image bytes, caption bytes) of every item of the three source folders, in file order."""
+def _items(sources: list[str], part: tuple[int, int] = (0, 1)):
+    """(image bytes, caption bytes) of every item of the three source folders, in file order; with
+    `part` = (j, k), only the items whose position is j modulo k (the others are not read, except
+    inside tar shards, which are read through)."""
+    j, k = part
+    position = -1
+
+    def mine() -> bool:
+        nonlocal position
+        position += 1
+        return position % k == j
+
     for source in sources:
         path = Path(source)
         if path.name == "folder":
             for image in sorted(p for p in path.rglob("*") if p.suffix in (".jpg", ".png")):
-                yield image.read_bytes(), image.with_suffix(".txt").read_bytes()
+                if mine():
+                    yield image.read_bytes(), image.with_suffix(".txt").read_bytes()
         elif path.name == "webdataset":
             for shard in sorted(path.glob("*.tar")):
                 with tarfile.open(shard, "r|*") as tar:
@@ -217,18 +228,21 @@ def _items(sources: list[str]):
                         members[ext] = tar.extractfile(member).read()
                         if "jpg" in members or "png" in members:
                             if "txt" in members:
-                                yield members.get("jpg") or members.get("png"), members["txt"]
+                                if mine():
+                                    yield members.get("jpg") or members.get("png"), members["txt"]
                                 members = {}
         else:
             for table in sorted(path.glob("*.jsonl")):
                 for line in table.read_text().splitlines():
-                    record = json.loads(line)
-                    yield (path / record["image"]).read_bytes(), record["caption"].encode()
+                    if mine():
+                        record = json.loads(line)
+                        yield (path / record["image"]).read_bytes(), record["caption"].encode()
 
 
-def run_baseline(sources: list[str], write_to: str | None = None) -> dict:
+def run_baseline(sources: list[str], write_to: str | None = None, part: tuple[int, int] = (0, 1)) -> dict:
     """The one-process baseline; with `write_to`, it also writes the kept rows as contract shards
-    (256 MB each, the same Parquet settings as ours): what a one-process job has to do as well."""
+    (256 MB each, the same Parquet settings as ours): what a one-process job has to do as well.
+    `part` = (j, k): only every k-th item from the j-th (see `ideal_parallel`)."""
     import hashlib
     import resource
 
@@ -247,7 +261,7 @@ def run_baseline(sources: list[str], write_to: str | None = None) -> dict:
     hashes = []
     load_before = os.getloadavg()
     started = time.perf_counter()
-    for image, caption in _items(sources):
+    for image, caption in _items(sources, part):
         counts["items"] += 1
         reason, _, img = open_checked(image, cfg)
         text = caption.decode("utf-8", errors="replace")
@@ -285,12 +299,43 @@ def run_baseline(sources: list[str], write_to: str | None = None) -> dict:
             "load_before": load_before, "load_after": os.getloadavg()}
 
 
+def _baseline_command(sources: list[str], write_to: str | None, part: tuple[int, int] = (0, 1)) -> list[str]:
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import scale; "
+            f"print(json.dumps(scale.run_baseline({sources!r}, {write_to!r}, {part!r})))")
+    return [str(ROOT / ".venv" / "bin" / "python"), "-c", code]
+
+
 def _baseline_in_subprocess(sources: list[str], write_to: str | None = None) -> dict:
     """The baseline in a fresh interpreter, so its peak memory is its own."""
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import scale; "
-            f"print(json.dumps(scale.run_baseline({sources!r}, {write_to!r})))")
-    out = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(_baseline_command(sources, write_to), cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ideal_parallel(sources: list[str], processes: int, write_to: str | None = None) -> dict:
+    """The baseline's work split over `processes` processes started together, item i going to
+    process i mod `processes` (no Spark, nothing shared, no dedup across processes): the time the
+    same work takes when the cores share it perfectly. Its seconds are the slowest process's.
+    With `write_to`, each process also writes its kept rows as shards (in a folder of its own).
+
+    A bound, not a competitor: a job on these cores that does the baseline's work and writes its
+    output cannot beat the writing variant, so baseline / ideal-writing is the largest speed-up
+    over the one-process baseline that such a job can reach here."""
+    procs = []
+    for j in range(processes):
+        folder = f"{write_to}/process-{j}" if write_to else None
+        procs.append(subprocess.Popen(_baseline_command(sources, folder, (j, processes)), cwd=ROOT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"ideal baseline failed: {err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    if write_to:
+        shutil.rmtree(write_to, ignore_errors=True)
+    return {"seconds": max(r["seconds"] for r in results), "processes": processes,
+            "per_process": [r["seconds"] for r in results], "items": sum(r["items"] for r in results),
+            "kept": sum(r["kept"] for r in results)}
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -328,6 +373,12 @@ def main() -> None:
             shutil.rmtree(written, ignore_errors=True)
             print(f"  baseline writing shards: {entry['baseline_writing']['seconds']}s, "
                   f"{n / entry['baseline_writing']['seconds']:.1f} images/s", flush=True)
+            cores = os.cpu_count() or 1
+            entry["ideal"] = ideal_parallel(meta["sources"], cores)
+            entry["ideal_writing"] = ideal_parallel(meta["sources"], cores, str(data / f"ideal-{n}"))
+            for name in ("ideal", "ideal_writing"):
+                print(f"  {name} ({cores} processes): {entry[name]['seconds']}s, {n / entry[name]['seconds']:.1f} images/s, "
+                      f"{entry['baseline']['seconds'] / entry[name]['seconds']:.2f}x the baseline", flush=True)
         if args.baseline != "only":
             for clip in {"off": [False], "on": [True], "both": [False, True]}[args.clip]:
                 name = "clip_on" if clip else "clip_off"
@@ -346,20 +397,24 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
-    rows = ["| images | corpus | ours, CLIP off | ours, CLIP tiny-random | baseline (1 process) | baseline writing shards | off / baseline | off / baseline writing | peak JVM | peak Python workers (sum) | staging + spill / kept |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| images | corpus | ours, CLIP off | ours, CLIP tiny-random | baseline (1 process) | baseline writing shards "
+            "| ideal, 2 processes writing shards | off / baseline | ideal writing / baseline | peak JVM | peak Python workers (sum) "
+            "| staging + spill / kept |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, entry in sorted(results.get("runs", {}).items(), key=lambda kv: int(kv[0])):
         n_int = int(n)
-        off, on, base, base_w = entry.get("clip_off"), entry.get("clip_on"), entry.get("baseline"), entry.get("baseline_writing")
+        off, on, base = entry.get("clip_off"), entry.get("clip_on"), entry.get("baseline")
+        base_w, ideal_w = entry.get("baseline_writing"), entry.get("ideal_writing")
 
         def rate(r):
             return f"{n_int / r['seconds']:,.1f} img/s ({r['seconds']:,.0f} s)" if r else "-"
 
         speedup = f"{base['seconds'] / off['seconds']:.2f}x" if off and base else "-"
-        speedup_w = f"{base_w['seconds'] / off['seconds']:.2f}x" if off and base_w else "-"
+        bound = f"{base['seconds'] / ideal_w['seconds']:.2f}x" if ideal_w and base else "-"
         mem = off or on
         rows.append(
-            f"| {n_int:,} | {entry['corpus']['image_bytes'] / 2**30:.2f} GiB | {rate(off)} | {rate(on)} | {rate(base)} | {rate(base_w)} | {speedup} | {speedup_w} | "
+            f"| {n_int:,} | {entry['corpus']['image_bytes'] / 2**30:.2f} GiB | {rate(off)} | {rate(on)} | {rate(base)} | {rate(base_w)} "
+            f"| {rate(ideal_w)} | {speedup} | {bound} | "
             + (f"{mem['peak']['jvm'] / 2**20:,.0f} MiB | {mem['peak']['workers_sum'] / 2**20:,.0f} MiB | "
                f"{mem['peak']['staging_disk'] / max(1, mem['kept_bytes']):.2f}x |" if mem else "- | - | - |")
         )

@@ -404,8 +404,9 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
+    cores = results.get("machine", {}).get("cores", "k")
     rows = ["| images | corpus | ours, CLIP off | ours, CLIP tiny-random | baseline (1 process) | baseline writing shards "
-            "| ideal, 2 processes writing shards | off / baseline | ideal writing / baseline | peak JVM | peak Python workers (sum) "
+            f"| ideal, {cores} processes writing shards | off / baseline | ideal writing / baseline | peak JVM | peak Python workers (sum) "
             "| staging + spill / kept |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, entry in sorted(results.get("runs", {}).items(), key=lambda kv: int(kv[0])):

@@ -9,7 +9,8 @@ tests and benchmarks of the jobs that call models (nothing here is a model).
 
 `completion(body, texts)` builds a chat completion with the request's `n` choices (texts cycled;
 with per-word logprobs of -0.5 when the request asks for logprobs);
-`user_texts(body)` are the user turns' texts (a turn's content may be a string or parts).
+`user_texts(body)` are the user turns' texts (a turn's content may be a string or parts);
+`LocalServer` is the threaded server on a free local port that other test servers build on.
 """
 
 from __future__ import annotations
@@ -46,7 +47,27 @@ def completion(body: dict, texts: list[str]) -> dict:
             "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n}}
 
 
-class RuleServer:
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 at a free port, serving while used as a context
+    manager; `url` is its OpenAI-style base (`.../v1`). Subclasses build their request handler
+    and call `_serve(handler)` at the end of `__init__`."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class RuleServer(LocalServer):
     def __init__(self, reply: Callable[[dict], tuple]):
         self.reply = reply
         self.requests: list[dict] = []
@@ -75,15 +96,4 @@ class RuleServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout): nothing to answer
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> RuleServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)

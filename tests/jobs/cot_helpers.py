@@ -6,8 +6,9 @@ saves an image and prints the answer, and once a reply whose claimed output diff
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from synthesis.model_client.rule_server import LocalServer
 
 SWITCHES = {" /agentic_think": "agentic", " /auto_think": "auto_think", " /no_think": "no_think", " /think": "think"}
 
@@ -31,7 +32,7 @@ def replies(answer: str, mode: str) -> list[str]:
             f"<think>Counted.</think><answer>{boxed}</answer>"]
 
 
-class TeacherServer:
+class TeacherServer(LocalServer):
     """`answers`: question text -> answer. Questions it does not know get wrong replies only."""
 
     def __init__(self, answers: dict[str, str]):
@@ -69,15 +70,4 @@ class TeacherServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> TeacherServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)

@@ -22,13 +22,13 @@ import importlib.util
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from synthesis.model_client.rule_server import completion, user_texts  # noqa: F401 (the tests import them from here)
+from synthesis.model_client.rule_server import LocalServer, completion, user_texts  # noqa: F401 (the tests import them from here)
 
 
-class ScriptedServer:
+class ScriptedServer(LocalServer):
     def __init__(self, scripts: dict | None = None):
         self.scripts = dict(scripts or {})
         self.requests: list[dict] = []
@@ -49,18 +49,7 @@ class ScriptedServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 server._handle(self, body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
     def bodies(self, script: str | None = None) -> list[dict]:
         return [r["body"] for r in self.requests if script is None or r["script"] == script]
